@@ -1,0 +1,70 @@
+"""Argument checks shared by the public entry points.
+
+They run outside `jit` on shapes, dtypes and (where the value is concrete) contents, so bad input
+fails with a message naming the value and what is accepted, before anything is compiled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def check_choice(kind: str, name, choices: Iterable[str]) -> str:
+    """Returns `name` if it is one of `choices`, else raises ValueError listing them."""
+    choices = sorted(choices)
+    if not isinstance(name, str) or name not in choices:
+        raise ValueError(f"unknown {kind} {name!r}; choose one of {choices}")
+    return name
+
+
+def check_images(x, what: str = "images") -> None:
+    """Images must be a float array of rank 4 (NHWC)."""
+    shape = getattr(x, "shape", None)
+    dtype = getattr(x, "dtype", None)
+    if shape is None or dtype is None:
+        raise TypeError(f"{what} must be an array of shape (batch, height, width, channels); "
+                        f"got {type(x).__name__}")
+    if len(shape) != 4:
+        raise ValueError(f"{what} must be NHWC with rank 4 (batch, height, width, channels); "
+                         f"got shape {tuple(shape)}")
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{what} must be floating point (float32 in [-1, 1]); got dtype {dtype}")
+
+
+def is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_timesteps(t, batch: int, num_timesteps: int) -> None:
+    """Timesteps must be integers of shape (batch,) in [0, num_timesteps)."""
+    shape = getattr(t, "shape", None)
+    dtype = getattr(t, "dtype", None)
+    if shape is None or dtype is None:
+        raise TypeError(f"timesteps must be an int32 array of shape ({batch},); "
+                        f"got {type(t).__name__}")
+    if tuple(shape) != (batch,):
+        raise ValueError(f"timesteps must have shape (batch,) = ({batch},); got {tuple(shape)}")
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"timesteps must be integers (int32) in [0, {num_timesteps}); "
+                        f"got dtype {dtype}")
+    if is_concrete(t):
+        values = np.asarray(t)
+        if values.size and (values.min() < 0 or values.max() >= num_timesteps):
+            raise ValueError(f"timesteps must lie in [0, {num_timesteps}); got values from "
+                             f"{values.min()} to {values.max()}")
+
+
+def check_same_shape(a, b, what_a: str, what_b: str) -> None:
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(f"{what_a} and {what_b} must have the same shape; got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def check_finite(x, what: str) -> None:
+    """Raises if a concrete array holds NaN or inf (skipped under tracing)."""
+    if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
+        raise ValueError(f"{what} contains NaN or infinite values")
