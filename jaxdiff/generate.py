@@ -1,0 +1,121 @@
+"""Generating images from a trained run: restore the EMA parameters, sample in fixed-size batches.
+
+The same (checkpoint, seed, method, steps, labels) always gives the same images: batch i draws its
+x_T and ancestral noise from `fold_in(key(seed), i)`, and the last batch is padded to full size so
+every batch runs the same compiled sampler.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff import checkpoint as ckpt_lib
+from jaxdiff import training
+
+
+def load_run(workdir, step: int | None = None):
+    """Returns (config, graphdef, ema_params, step) of the run saved in `workdir`."""
+    workdir = Path(workdir)
+    config = ckpt_lib.load_config(workdir)
+    checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=None, read_only=True)
+    if checkpointer.latest_step() is None:
+        raise FileNotFoundError(f"no checkpoint in {str(workdir)!r}: train first with "
+                                f"`jaxdiff train --workdir {workdir}`")
+    graphdef, _, state = training.init_train_state(config)
+    state, meta = checkpointer.restore(ckpt_lib.abstract_like(state), step)
+    checkpointer.close()
+    return config, graphdef, state.ema_params, int(state.step)
+
+
+def parse_labels(labels, num: int, num_classes: int):
+    """Labels for `num` images: None, an int, or a sequence repeated cyclically; int32 (num,)."""
+    if labels is None:
+        return None
+    if num_classes <= 0:
+        raise ValueError("labels were given but the model is unconditional (model.num_classes=0); "
+                         "train with --config digits_cond for a class-conditional model")
+    values = np.atleast_1d(np.asarray(labels))
+    if values.size == 0 or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"labels must be integers in [0, {num_classes}); got {labels!r}")
+    if values.min() < 0 or values.max() >= num_classes:
+        raise ValueError(f"labels must be in [0, {num_classes}); got {values.tolist()}")
+    return np.resize(values, num).astype(np.int32)
+
+
+def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method=None,
+                    num_steps=None, labels=None, guidance_scale=None, batch_size=None, eta=None,
+                    spacing=None, return_trajectory: bool = False, progress: bool = False):
+    """Samples `num` images (numpy float32 (num, H, W, C) in [-1, 1]) with `params`.
+
+    Unset options come from config.sampling. With return_trajectory=True also returns the
+    trajectory of the first batch (see jaxdiff.sampling.sample).
+    """
+    from jaxdiff.models import make_model_fn
+    from jaxdiff.progress import Progress
+    from jaxdiff.sampling import sample
+
+    s = config.sampling
+    method = method or s.method
+    num_steps = int(num_steps or s.num_steps)
+    eta = float(s.eta if eta is None else eta)
+    spacing = spacing or s.get("spacing", "leading")
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+        raise ValueError(f"the number of images must be an integer >= 1; got {num!r}")
+    batch_size = int(min(batch_size or s.get("batch_size", 256), num))
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1; got {batch_size}")
+    num_classes = int(config.model.get("num_classes", 0))
+    if num_classes == 0:
+        if guidance_scale is not None and float(guidance_scale) != 1.0:
+            raise ValueError(f"guidance scale {guidance_scale} needs a class-conditional model "
+                             f"(model.num_classes > 0); this model is unconditional")
+        labels = parse_labels(labels, num, num_classes)  # raises if labels were given
+        guidance_scale = 1.0
+    else:
+        guidance_scale = float(s.get("guidance_scale", 1.0) if guidance_scale is None
+                               else guidance_scale)
+        labels = parse_labels(labels, num, num_classes)
+        if labels is None:
+            labels = np.arange(num, dtype=np.int32) % num_classes
+
+    model_fn = make_model_fn(graphdef, params, labels_enabled=labels is not None)
+    schedule = training.schedule_from_config(config)
+    size, channels = config.model.image_size, config.model.in_channels
+    base = jax.random.key(seed)
+    images, trajectory = [], None
+    num_batches = -(-num // batch_size)
+    bar = Progress(num, 0, desc="sample", unit="image", enabled=progress)
+    for i in range(num_batches):
+        batch_key = jax.random.fold_in(base, i)
+        x_key, noise_key = jax.random.split(batch_key)
+        x_T = jax.random.normal(x_key, (batch_size, size, size, channels), jnp.float32)
+        extra = {}
+        if labels is not None:
+            chunk = np.resize(labels[i * batch_size:(i + 1) * batch_size], batch_size)
+            extra = dict(labels=jnp.asarray(chunk), guidance_scale=guidance_scale,
+                         null_label=num_classes)
+        out = sample(model_fn, schedule, x_T, method=method, num_steps=num_steps,
+                     prediction_type=config.diffusion.prediction_type, spacing=spacing, eta=eta,
+                     key=noise_key, return_trajectory=return_trajectory and i == 0, **extra)
+        if return_trajectory and i == 0:
+            out, trajectory = out
+        images.append(np.asarray(out))
+        bar.update(min((i + 1) * batch_size, num))
+    bar.close()
+    images = np.concatenate(images)[:num]
+    if not np.all(np.isfinite(images)):
+        print("warning: some generated pixels are not finite", file=sys.stderr)
+    if return_trajectory:
+        return images, trajectory
+    return images
+
+
+def save_grid(images, path, labels=None) -> None:
+    from jaxdiff.viz import image_grid, save_png
+
+    save_png(image_grid(np.clip(images, -1, 1), labels=labels), path)

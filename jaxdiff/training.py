@@ -1,0 +1,174 @@
+"""Training: the explicit `TrainState`, the optimizer built from the config, and a pure train step.
+
+`train_step(state, batch) -> (state, metrics)` is a pure function of its arguments: all randomness
+comes from `fold_in(state.key, state.step)`, so the same state and batch give the same result and a
+run resumed from a checkpoint replays exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxdiff import losses
+from jaxdiff.diffusion import check_prediction_type, q_sample
+from jaxdiff.schedules import NoiseSchedule, make_schedule
+
+Batch = dict[str, jax.Array]
+
+
+@struct.dataclass
+class TrainState:
+    """Everything that determines the future of a run (besides the data iterator).
+
+    step: int32 scalar, number of train_step calls so far.
+    params, ema_params: the model parameter pytree and its exponential moving average.
+    opt_state: the optax state (includes the non-finite counters of `optax.apply_if_finite`).
+    key: the run's base PRNG key; step s uses `jax.random.fold_in(key, s)`.
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    ema_params: Any
+    key: jax.Array
+
+
+def schedule_from_config(config) -> NoiseSchedule:
+    d = config.diffusion
+    return make_schedule(d.schedule, d.num_timesteps,
+                         rescale_to_zero_terminal_snr=d.get("rescale_zero_terminal_snr", False))
+
+
+def learning_rate_schedule(optim_config, num_steps: int) -> optax.Schedule:
+    """Linear warmup to the peak rate, then cosine decay to `end_learning_rate_fraction` of it."""
+    o = optim_config
+    updates = max(1, num_steps // max(1, o.get("accumulation_steps", 1)))
+    warmup = min(int(o.warmup_steps), updates - 1) if updates > 1 else 0
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=o.learning_rate, warmup_steps=warmup,
+        decay_steps=max(updates, warmup + 1),
+        end_value=o.learning_rate * o.get("end_learning_rate_fraction", 0.0))
+
+
+def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation:
+    """clip_by_global_norm -> AdamW(warmup+cosine), accumulated over `accumulation_steps`
+    micro-batches (optax.MultiSteps) and skipped when gradients are not finite
+    (optax.apply_if_finite; the train loop stops the run after too many in a row)."""
+    o = optim_config
+    accumulation = int(o.get("accumulation_steps", 1))
+    if accumulation < 1:
+        raise ValueError(f"optim.accumulation_steps must be >= 1; got {accumulation}")
+    inner = optax.chain(
+        optax.clip_by_global_norm(o.grad_clip_norm),
+        optax.adamw(learning_rate_schedule(o, num_steps), b1=o.b1, b2=o.b2,
+                    weight_decay=o.weight_decay),
+    )
+    if accumulation > 1:
+        inner = optax.MultiSteps(inner, every_k_schedule=accumulation)
+    # The run is stopped by the train loop after `train.max_consecutive_nonfinite` skipped steps;
+    # apply_if_finite itself must never let a non-finite update through, hence the huge limit.
+    return optax.apply_if_finite(inner, max_consecutive_errors=2**30)
+
+
+def nonfinite_counts(opt_state) -> tuple[jax.Array, jax.Array]:
+    """(consecutive, total) counts of skipped non-finite steps held in the optimizer state."""
+    return opt_state.notfinite_count, opt_state.total_notfinite
+
+
+def create_train_state(params, optimizer: optax.GradientTransformation, key: jax.Array
+                       ) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=optimizer.init(params),
+                      ema_params=jax.tree.map(jnp.copy, params), key=key)
+
+
+def init_train_state(config, key: jax.Array | None = None):
+    """Builds the model and its TrainState from a config. Returns (graphdef, optimizer, state)."""
+    from jaxdiff.models import init_model
+
+    check_prediction_type(config.diffusion.prediction_type)
+    if key is None:
+        key = jax.random.key(config.train.seed)
+    init_key, run_key = jax.random.split(key)
+    graphdef, params = init_model(dict(config.model), init_key)
+    optimizer = make_optimizer(config.optim, config.train.num_steps)
+    return graphdef, optimizer, create_train_state(params, optimizer, run_key)
+
+
+def ema_decay_at(step, decay: float):
+    """EMA decay with the usual warm-up min(decay, (1 + step) / (10 + step))."""
+    step = step.astype(jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def make_train_step(graphdef, schedule: NoiseSchedule, optimizer: optax.GradientTransformation,
+                    config) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """Returns the pure (un-jitted) train step for this model, schedule, optimizer and config.
+
+    Jit it with `jax.jit(step, donate_argnums=0)` (see `jit_train_step`).
+    """
+    from jaxdiff.models import apply_model
+
+    d = config.diffusion
+    prediction_type = check_prediction_type(d.prediction_type)
+    weighting = d.get("loss_weighting", "uniform")
+    losses.loss_weight(schedule, jnp.zeros((1,), jnp.int32), prediction_type, weighting)  # checks
+    num_classes = int(config.model.get("num_classes", 0))
+    label_dropout = float(d.get("label_dropout", 0.0))
+    ema_decay = float(config.train.ema_decay)
+    num_timesteps = schedule.num_timesteps
+    lr_schedule = learning_rate_schedule(config.optim, config.train.num_steps)
+    accumulation = int(config.optim.get("accumulation_steps", 1))
+
+    def loss_fn(params, batch: Batch, key: jax.Array):
+        images = batch["image"]
+        t_key, noise_key, label_key, dropout_key = jax.random.split(key, 4)
+        t = jax.random.randint(t_key, (images.shape[0],), 0, num_timesteps, dtype=jnp.int32)
+        noise = jax.random.normal(noise_key, images.shape, images.dtype)
+        x_t = q_sample(schedule, images, t, noise)
+        labels = None
+        if num_classes > 0:
+            labels = losses.drop_labels(label_key, batch["label"].astype(jnp.int32),
+                                        label_dropout, num_classes)
+        output = apply_model(graphdef, params, x_t, t, labels, train=True,
+                             dropout_key=dropout_key)
+        per_example = losses.diffusion_loss(schedule, output, images, t, noise, prediction_type,
+                                            weighting, d.get("min_snr_gamma", 5.0))
+        return jnp.mean(per_example)
+
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+        step_key = jax.random.fold_in(state.key, state.step)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, step_key)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        decay = ema_decay_at(state.step // accumulation, ema_decay)
+        ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
+                                  state.ema_params, params)
+        consecutive, total = nonfinite_counts(opt_state)
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.global_norm(grads),
+            "learning_rate": lr_schedule(state.step // accumulation),
+            "nonfinite_consecutive": consecutive,
+            "nonfinite_total": total,
+        }
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                                  ema_params=ema_params)
+        return new_state, metrics
+
+    return train_step
+
+
+def jit_train_step(train_step, state_sharding=None, batch_sharding=None):
+    """`jax.jit` with the state's buffers donated (and explicit shardings when given)."""
+    if state_sharding is None:
+        return jax.jit(train_step, donate_argnums=0)
+    return jax.jit(train_step, donate_argnums=0,
+                   in_shardings=(state_sharding, batch_sharding),
+                   out_shardings=(state_sharding, None))

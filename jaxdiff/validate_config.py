@@ -1,0 +1,65 @@
+"""Checks a whole config before anything is built, compiled or written."""
+
+from __future__ import annotations
+
+import jax
+
+from jaxdiff.validation import check_choice
+
+
+def _positive_int(value, key: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key} must be an integer >= {minimum}; got {value!r}")
+    return value
+
+
+def validate_config(config) -> None:
+    """Raises ValueError naming the key, the value and what is accepted."""
+    from jaxdiff.diffusion import PREDICTION_TYPES
+    from jaxdiff.losses import WEIGHTINGS
+    from jaxdiff.schedules import SCHEDULES
+
+    d = config.diffusion
+    check_choice("diffusion.schedule", d.schedule, SCHEDULES)
+    check_choice("diffusion.prediction_type", d.prediction_type, PREDICTION_TYPES)
+    check_choice("diffusion.loss_weighting", d.get("loss_weighting", "uniform"), WEIGHTINGS)
+    _positive_int(d.num_timesteps, "diffusion.num_timesteps", 2)
+    if not 0.0 <= float(d.get("label_dropout", 0.0)) <= 1.0:
+        raise ValueError(f"diffusion.label_dropout must be in [0, 1]; got {d.label_dropout!r}")
+
+    t = config.train
+    _positive_int(t.num_steps, "train.num_steps")
+    _positive_int(t.batch_size, "train.batch_size")
+    _positive_int(t.log_every, "train.log_every")
+    if not 0.0 <= float(t.ema_decay) < 1.0:
+        raise ValueError(f"train.ema_decay must be in [0, 1); got {t.ema_decay!r}")
+    _positive_int(config.checkpoint.every_steps, "checkpoint.every_steps")
+    _positive_int(config.checkpoint.max_to_keep, "checkpoint.max_to_keep")
+    _positive_int(config.optim.get("accumulation_steps", 1), "optim.accumulation_steps")
+    if not float(config.optim.learning_rate) > 0:
+        raise ValueError(f"optim.learning_rate must be > 0; got {config.optim.learning_rate!r}")
+
+    s = config.sampling
+    from jaxdiff.sampling import SAMPLERS
+
+    check_choice("sampling.method", s.method, SAMPLERS)
+    _positive_int(s.num_steps, "sampling.num_steps")
+    if s.num_steps > d.num_timesteps:
+        raise ValueError(f"sampling.num_steps must be in [1, diffusion.num_timesteps="
+                         f"{d.num_timesteps}]; got {s.num_steps}")
+    _positive_int(s.num_samples, "sampling.num_samples")
+
+    devices = jax.device_count()
+    processes = jax.process_count()
+    if t.batch_size % processes:
+        raise ValueError(f"train.batch_size={t.batch_size} is not divisible by the number of "
+                         f"processes ({processes})")
+    mesh_data = int(config.mesh.get("data", -1))
+    mesh_fsdp = int(config.mesh.get("fsdp", 1))
+    data_axis = mesh_data if mesh_data > 0 else devices // max(mesh_fsdp, 1)
+    if data_axis * max(mesh_fsdp, 1) != devices and mesh_data > 0:
+        raise ValueError(f"mesh.data={mesh_data} x mesh.fsdp={mesh_fsdp} must equal the number "
+                         f"of devices ({devices})")
+    if t.batch_size % max(data_axis * max(mesh_fsdp, 1), 1):
+        raise ValueError(f"train.batch_size={t.batch_size} is not divisible by the number of "
+                         f"devices the batch is split over ({data_axis * max(mesh_fsdp, 1)})")
