@@ -153,7 +153,7 @@ def make_train_step(graphdef, schedule: NoiseSchedule, optimizer: optax.Gradient
         consecutive, total = nonfinite_counts(opt_state)
         metrics = {
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "learning_rate": lr_schedule(state.step // accumulation),
             "nonfinite_consecutive": consecutive,
             "nonfinite_total": total,

@@ -1,0 +1,82 @@
+"""Config presets, --config.<key>=<value> overrides, validation and resume compatibility."""
+
+import pytest
+
+from jaxdiff.checkpoint import config_differences
+from jaxdiff.config_overrides import apply_overrides, split_override_args
+from jaxdiff.configs import get_config
+from jaxdiff.validate_config import validate_config
+
+
+def test_design_keys_exist_in_default_preset():
+    flat = get_config("digits")
+    for key in ["data.name", "data.data_dir", "data.image_size", "train.batch_size",
+                "train.num_steps", "train.seed", "train.log_every", "checkpoint.every_steps",
+                "checkpoint.max_to_keep", "diffusion.schedule", "diffusion.num_timesteps",
+                "diffusion.prediction_type", "sampling.method", "sampling.num_steps", "mesh.data",
+                "mesh.fsdp"]:
+        section, name = key.split(".")
+        assert name in flat[section], key
+
+
+def test_overrides_are_parsed_with_the_type_of_the_current_value():
+    rest, overrides = split_override_args(
+        ["train", "--workdir", "w", "--config.train.num_steps=12", "--config.optim.learning_rate",
+         "1e-3", "--config.model.channel_mults=1,2", "--config.data.random_flip=true",
+         "--config.data.data_dir=/tmp/x", "--config.diffusion.schedule=cosine"])
+    assert rest == ["train", "--workdir", "w"]
+    config = apply_overrides(get_config(), overrides)
+    assert config.train.num_steps == 12 and isinstance(config.train.num_steps, int)
+    assert config.optim.learning_rate == 1e-3
+    assert config.model.channel_mults == (1, 2)
+    assert config.data.random_flip is True
+    assert config.data.data_dir == "/tmp/x"
+    assert config.diffusion.schedule == "cosine"
+
+
+def test_data_image_size_override_reaches_the_model():
+    config = apply_overrides(get_config(), {"data.image_size": "32"})
+    assert config.model.image_size == 32
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"train.num_stepz": "3"}, r"unknown config key 'train.num_stepz'.*num_steps"),
+    ({"nope.x": "3"}, "config has no 'nope'"),
+    ({"train.num_steps": "many"}, r"bad value for --config.train.num_steps: 'many'"),
+    ({"train.num_steps": "2.5"}, "expected an integer"),
+    ({"data.random_flip": "maybe"}, "expected true or false"),
+])
+def test_bad_overrides_raise(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        apply_overrides(get_config(), overrides)
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("diffusion.schedule", "quadratic", "unknown diffusion.schedule 'quadratic'"),
+    ("diffusion.prediction_type", "score", "unknown diffusion.prediction_type 'score'"),
+    ("sampling.method", "plms", "unknown sampling.method 'plms'"),
+    ("train.num_steps", 0, "train.num_steps must be an integer >= 1"),
+    ("sampling.num_steps", 1001, r"sampling.num_steps must be in \[1, diffusion.num_timesteps"),
+    ("mesh.data", 3, r"mesh.data=3 x mesh.fsdp=1 must equal the number of devices"),
+])
+def test_validate_config_rejects(key, value, match):
+    config = get_config()
+    section, name = key.split(".")
+    config[section][name] = value
+    with pytest.raises(ValueError, match=match):
+        validate_config(config)
+
+
+def test_resume_differences_ignore_harmless_keys():
+    saved = get_config()
+    requested = get_config()
+    requested.train.num_steps = 99999
+    requested.train.log_every = 7
+    requested.checkpoint.every_steps = 3
+    requested.sampling.method = "ddpm"
+    assert config_differences(saved, requested) == {}
+    requested.model.base_channels = 64
+    requested.data.image_size = 32
+    diffs = config_differences(saved, requested)
+    assert diffs["model.base_channels"] == (32, 64)
+    assert diffs["data.image_size"] == (16, 32) and diffs["model.image_size"] == (16, 32)
