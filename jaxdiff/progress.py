@@ -49,6 +49,13 @@ class Progress:
             self.bar = tqdm(total=total, initial=start, desc=desc, unit=unit, file=self.stream,
                             dynamic_ncols=True)
 
+    def restart(self, position: int) -> None:
+        """Measures rates from here on (e.g. after the first step, which includes compiling)."""
+        if self.bar is not None:
+            self.bar.update(position - self.position)
+        self.position = position
+        self.last_time, self.last_position = time.perf_counter(), position
+
     def rate(self) -> float:
         """Units per second since the previous call."""
         now = time.perf_counter()

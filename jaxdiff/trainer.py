@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from jaxdiff import checkpoint as ckpt_lib
-from jaxdiff import training
+from jaxdiff import parallel, training
 from jaxdiff.progress import MetricsLog, Progress
 from jaxdiff.validate_config import validate_config
 
@@ -72,9 +73,9 @@ def check_resume_compatible(workdir: Path, config) -> None:
             f"{', '.join(ckpt_lib.HARMLESS_KEYS)} may change on resume.")
 
 
-def _to_device(batch: dict) -> dict:
-    return {"image": jnp.asarray(batch["image"], jnp.float32),
-            "label": jnp.asarray(batch["label"], jnp.int32)}
+def _host_batch(batch: dict) -> dict:
+    return {"image": np.asarray(batch["image"], np.float32),
+            "label": np.asarray(batch["label"], np.int32)}
 
 
 def train(config, workdir, *, restore_step: int | None = None, write_samples: bool = True,
@@ -93,9 +94,14 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
     check_resume_compatible(workdir, config)
     num_steps = int(config.train.num_steps)
 
+    mesh = parallel.make_mesh(config.mesh)
     graphdef, optimizer, state = training.init_train_state(config)
+    state_shardings = parallel.state_sharding(state, mesh)
+    state = jax.device_put(state, state_shardings)
+    data_sharding = parallel.batch_sharding(mesh)
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep)
-    iterator = input_pipeline(config.data, split="train", batch_size=config.train.batch_size,
+    iterator = input_pipeline(config.data, split="train",
+                              batch_size=config.train.batch_size // jax.process_count(),
                               seed=config.train.seed)
     metrics_log = MetricsLog(workdir, enabled=jax.process_index() == 0)
     latest = checkpointer.latest_step() if restore_step is None else restore_step
@@ -110,8 +116,9 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
     ckpt_lib.save_config(workdir, config)
 
     schedule = training.schedule_from_config(config)
-    step_fn = training.jit_train_step(training.make_train_step(graphdef, schedule, optimizer,
-                                                               config))
+    step_fn = training.jit_train_step(
+        training.make_train_step(graphdef, schedule, optimizer, config),
+        state_shardings, data_sharding)
     start = int(state.step)
     log_every = max(1, int(config.train.log_every))
     every = max(1, int(config.checkpoint.every_steps))
@@ -124,11 +131,18 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
 
     previous_metrics = None
     stop_reason = None
+    started = time.perf_counter()
     with _StopRequest() as stop:
         for step in range(start, num_steps):
-            batch = _to_device(next(iterator))
+            batch = parallel.global_batch(_host_batch(next(iterator)), data_sharding)
             state, metrics = step_fn(state, batch)
             done = step + 1
+            if step == start:  # one sync so that the rate and ETA exclude compilation
+                jax.block_until_ready(metrics)
+                if verbose and jax.process_index() == 0:
+                    print(f"compiled and ran the first step in "
+                          f"{time.perf_counter() - started:.1f}s", file=sys.stderr)
+                progress.restart(done)
             # Read the previous step's counter: that step has finished, so this does not stall.
             if previous_metrics is not None and \
                     int(previous_metrics["nonfinite_consecutive"]) >= max_nonfinite:
@@ -160,10 +174,16 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
             f"(they were skipped, parameters were not updated). The last good checkpoint is "
             f"kept: steps {checkpointer.all_steps()} in {workdir}. Lower optim.learning_rate or "
             f"check the data for NaNs.")
-    if write_samples and jax.process_index() == 0:
+    if write_samples:
+        from jax.experimental import multihost_utils
+
         from jaxdiff.generate import generate_images, save_grid
 
-        images = generate_images(config, graphdef, state.ema_params,
+        # Every process takes part in the gather; process 0 samples on its own devices.
+        ema_params = multihost_utils.process_allgather(state.ema_params, tiled=True) \
+            if jax.process_count() > 1 else state.ema_params
+    if write_samples and jax.process_index() == 0:
+        images = generate_images(config, graphdef, ema_params,
                                  num=config.sampling.num_samples, seed=config.train.seed)
         save_grid(images, workdir / "samples.png")
         if verbose:

@@ -49,17 +49,7 @@ def validate_config(config) -> None:
                          f"{d.num_timesteps}]; got {s.num_steps}")
     _positive_int(s.num_samples, "sampling.num_samples")
 
-    devices = jax.device_count()
-    processes = jax.process_count()
-    if t.batch_size % processes:
-        raise ValueError(f"train.batch_size={t.batch_size} is not divisible by the number of "
-                         f"processes ({processes})")
-    mesh_data = int(config.mesh.get("data", -1))
-    mesh_fsdp = int(config.mesh.get("fsdp", 1))
-    data_axis = mesh_data if mesh_data > 0 else devices // max(mesh_fsdp, 1)
-    if data_axis * max(mesh_fsdp, 1) != devices and mesh_data > 0:
-        raise ValueError(f"mesh.data={mesh_data} x mesh.fsdp={mesh_fsdp} must equal the number "
-                         f"of devices ({devices})")
-    if t.batch_size % max(data_axis * max(mesh_fsdp, 1), 1):
-        raise ValueError(f"train.batch_size={t.batch_size} is not divisible by the number of "
-                         f"devices the batch is split over ({data_axis * max(mesh_fsdp, 1)})")
+    from jaxdiff.parallel import check_global_batch, mesh_shape
+
+    data, fsdp = mesh_shape(config.mesh)
+    check_global_batch(t.batch_size, data * fsdp)

@@ -57,7 +57,7 @@ def test_bad_overrides_raise(overrides, match):
     ("sampling.method", "plms", "unknown sampling.method 'plms'"),
     ("train.num_steps", 0, "train.num_steps must be an integer >= 1"),
     ("sampling.num_steps", 1001, r"sampling.num_steps must be in \[1, diffusion.num_timesteps"),
-    ("mesh.data", 3, r"mesh.data=3 x mesh.fsdp=1 must equal the number of devices"),
+    ("mesh.data", 3, r"mesh.data=3 x mesh.fsdp=1 = 3 must equal the number of devices \(1\)"),
 ])
 def test_validate_config_rejects(key, value, match):
     config = get_config()
