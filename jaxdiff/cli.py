@@ -127,6 +127,19 @@ def _save_npz(path, images, labels) -> None:
     os.replace(tmp, path)
 
 
+def _quiet_library_logs() -> None:
+    """orbax and grain log routine warnings through absl; users only need real problems."""
+    import logging
+
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
 COMMANDS = {"train": _train, "sample": _sample}
 
 
@@ -134,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     from jaxdiff.config_overrides import split_override_args
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    _quiet_library_logs()
     try:
         rest, overrides = split_override_args(argv)
     except ValueError as e:

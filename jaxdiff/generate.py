@@ -61,14 +61,16 @@ def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method
 
     s = config.sampling
     method = method or s.method
-    num_steps = int(num_steps or s.num_steps)
+    num_steps = s.num_steps if num_steps is None else num_steps
     eta = float(s.eta if eta is None else eta)
     spacing = spacing or s.get("spacing", "leading")
     if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
         raise ValueError(f"the number of images must be an integer >= 1; got {num!r}")
-    batch_size = int(min(batch_size or s.get("batch_size", 256), num))
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1; got {batch_size}")
+    batch_size = s.get("batch_size", 256) if batch_size is None else batch_size
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batch size must be an integer >= 1; got {batch_size!r}")
+    batch_size = int(min(batch_size, num))
     num_classes = int(config.model.get("num_classes", 0))
     if num_classes == 0:
         if guidance_scale is not None and float(guidance_scale) != 1.0:

@@ -1,0 +1,162 @@
+"""What every sampler shares: the step interface, the denoiser (guidance, parameterisation,
+clipping, thresholding) and the discrete sigmas of the sigma-space methods.
+
+A sampler is a `Sampler` of pure functions. Its `step` gets a `denoise(x, t) -> (x0, eps)`
+function that hides the model, classifier-free guidance, the prediction type and clipping, so
+each update rule is written once, on (x0, eps) (k-diffusion's Denoiser wrapper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxdiff.diffusion import to_x0_and_eps
+from jaxdiff.schedules import NoiseSchedule
+
+Denoise = Callable[[jnp.ndarray, jnp.ndarray], tuple[jnp.ndarray, jnp.ndarray]]
+
+# diffusers' Euler/Heun/DPM-Solver schedulers replace a zero alphas_cumprod (zero terminal SNR)
+# with 2**-24, "close to 0 without being 0 so first sigma is not inf".
+ZERO_SNR_ALPHA_CUMPROD = 2.0 ** -24
+
+
+class StepInput(NamedTuple):
+    """What the scan feeds step k (all scalars except noise).
+
+    k: int32 step index, 0 first. t: int32 timestep of step k. t_prev: timestep of step k-1
+    (t itself at k = 0). t_next: timestep of step k+1, -1 after the last step ("t = -1" means
+    the clean image, alphas_cumprod = 1, sigma = 0). noise: standard normal draw for step k,
+    shape of x (zeros when the run has no noise source).
+    """
+
+    k: jnp.ndarray
+    t: jnp.ndarray
+    t_prev: jnp.ndarray
+    t_next: jnp.ndarray
+    noise: jnp.ndarray
+
+
+class Context(NamedTuple):
+    """Run-wide values a step may read.
+
+    schedule: the NoiseSchedule. denoise: (x_vp, t scalar) -> (x0, eps), where x_vp is the
+    image in the variance-preserving scale of q(x_t | x_0). num_steps: static int. eta: traced
+    float (DDIM). variance_type: static str (DDPM). leading: traced bool, whether the spacing is
+    "leading" (Euler/Heun initial sigma rule).
+    """
+
+    schedule: NoiseSchedule
+    denoise: Denoise
+    num_steps: int
+    eta: jnp.ndarray
+    variance_type: str
+    leading: jnp.ndarray
+
+
+class Sampler(NamedTuple):
+    """A sampler: `init(ctx, x_T, t_0) -> carry`; `step(ctx, carry, StepInput) -> (carry, x_vp,
+    pred_x0)` (x_vp the state before the step in the variance-preserving scale, pred_x0 the
+    denoiser's x0 there); `final(ctx, carry) -> x_0`. `stochastic` says whether it draws noise; `sigma_space` that
+    it works on sigma = sqrt((1 - abar) / abar) and converts model outputs with
+    `sigma_space_schedule` (zero terminal SNR handled as in diffusers).
+    """
+
+    init: Callable[[Context, jnp.ndarray, jnp.ndarray], Any]
+    step: Callable[[Context, Any, StepInput], tuple[Any, jnp.ndarray, jnp.ndarray]]
+    final: Callable[[Context, Any], jnp.ndarray]
+    stochastic: bool
+    sigma_space: bool = False
+
+
+def alpha_cumprod_at(schedule: NoiseSchedule, t: jnp.ndarray) -> jnp.ndarray:
+    """alphas_cumprod[t], with 1.0 for t < 0 (the clean image after the last step)."""
+    safe = jnp.maximum(t, 0)
+    return jnp.where(t >= 0, schedule.alphas_cumprod[safe], jnp.ones((), jnp.float32))
+
+
+def sigma_space_alpha_cumprod(schedule: NoiseSchedule) -> jnp.ndarray:
+    """alphas_cumprod with an exact 0 (zero terminal SNR) replaced by 2**-24, as diffusers."""
+    ac = schedule.alphas_cumprod
+    return jnp.where(ac == 0, jnp.asarray(ZERO_SNR_ALPHA_CUMPROD, ac.dtype), ac)
+
+
+def sigma_at(schedule: NoiseSchedule, t: jnp.ndarray) -> jnp.ndarray:
+    """Karras sigma = sqrt((1 - abar_t) / abar_t) at timestep t; 0 for t < 0."""
+    ac = sigma_space_alpha_cumprod(schedule)
+    sig = jnp.sqrt((1.0 - ac[jnp.maximum(t, 0)]) / ac[jnp.maximum(t, 0)])
+    return jnp.where(t >= 0, sig, jnp.zeros((), sig.dtype))
+
+
+def sigma_space_schedule(schedule: NoiseSchedule) -> NoiseSchedule:
+    """The schedule the sigma-space samplers convert model outputs with.
+
+    Identical to `schedule` except where alphas_cumprod is exactly 0 (zero terminal SNR), which
+    becomes 2**-24 as in diffusers; sqrt_alphas_cumprod and sqrt_one_minus_alphas_cumprod are
+    recomputed from it so that 1 / sqrt(sigma^2 + 1) is the model-input scale.
+    """
+    ac = sigma_space_alpha_cumprod(schedule)
+    return schedule.replace(alphas_cumprod=ac, sqrt_alphas_cumprod=jnp.sqrt(ac),
+                            sqrt_one_minus_alphas_cumprod=jnp.sqrt(1.0 - ac))
+
+
+def threshold(x0: jnp.ndarray, ratio: jnp.ndarray, max_value: jnp.ndarray) -> jnp.ndarray:
+    """Dynamic thresholding (Saharia et al. 2022, Imagen, sec. 2.3; diffusers `_threshold_sample`).
+
+    Per image, s = the `ratio` quantile of |x0| clamped to [1, max_value]; x0 is clipped to
+    [-s, s] and divided by s. With max_value = 1 this is plain clipping to [-1, 1].
+
+    Args:
+      x0: predicted clean images (B, H, W, C).
+      ratio: quantile in (0, 1], e.g. 0.995.
+      max_value: the largest s allowed (diffusers' `sample_max_value`), >= 1.
+
+    Returns:
+      Thresholded x0, same shape.
+    """
+    flat = jnp.abs(x0.reshape(x0.shape[0], -1)).astype(jnp.float32)
+    s = jnp.quantile(flat, ratio, axis=1)
+    s = jnp.clip(s, 1.0, max_value).reshape((-1,) + (1,) * (x0.ndim - 1))
+    return (jnp.clip(x0, -s, s) / s).astype(x0.dtype)
+
+
+def make_denoise(model_fn, schedule: NoiseSchedule, prediction_type: str, *,
+                 labels=None, null_label=None, guidance_scale=None, clip_sample: bool = False,
+                 clip_sample_range=1.0, thresholding: bool = False,
+                 dynamic_thresholding_ratio=0.995) -> Denoise:
+    """Builds denoise(x_vp, t) -> (x0, eps) for one run.
+
+    With `labels`, the model is called once on the doubled batch (x, x), (t, t),
+    (labels, null_label) and its output combined as uncond + g * (cond - uncond) (Ho & Salimans
+    2022, eq. 6, written on the model output whatever its parameterisation, as the diffusers
+    pipelines do). The output is converted to (x0, eps) by `jaxdiff.diffusion.to_x0_and_eps`;
+    then x0 (not eps, as in diffusers) is thresholded (if `thresholding`) or else clipped to
+    [-clip_sample_range, clip_sample_range] (if `clip_sample`).
+    """
+
+    def denoise(x, t):
+        tb = jnp.full((x.shape[0],), t, jnp.int32)
+        if labels is None:
+            out = model_fn(x, tb)
+        else:
+            both = model_fn(jnp.concatenate([x, x]), jnp.concatenate([tb, tb]),
+                            jnp.concatenate([labels, jnp.full_like(labels, null_label)]))
+            cond, uncond = jnp.split(both, 2)
+            out = uncond + guidance_scale * (cond - uncond)
+        out = out.astype(x.dtype)
+        x0, eps = to_x0_and_eps(schedule, x, tb, out, prediction_type)
+        if thresholding:
+            x0 = threshold(x0, dynamic_thresholding_ratio, clip_sample_range)
+        elif clip_sample:
+            x0 = jnp.clip(x0, -clip_sample_range, clip_sample_range)
+        return x0, eps
+
+    return denoise
+
+
+def tree_select(pred, a, b):
+    """jnp.where over two pytrees of the same structure."""
+    return jax.tree_util.tree_map(lambda u, v: jnp.where(pred, u, v), a, b)
