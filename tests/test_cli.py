@@ -75,7 +75,7 @@ def test_sample_bad_input_exits_2_with_a_message(trained, args, message):
 
 def test_sample_from_a_folder_without_a_run(tmp_path):
     result = jaxdiff("sample", "--workdir", tmp_path / "nothing")
-    assert result.returncode == 2 and "is a jaxdiff workdir?" in result.stderr
+    assert result.returncode == 2 and "a jaxdiff workdir?" in result.stderr
     assert "Traceback" not in result.stderr
 
 
