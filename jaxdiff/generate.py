@@ -85,6 +85,15 @@ def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method
         if labels is None:
             labels = np.arange(num, dtype=np.int32) % num_classes
 
+    # Every batch is split over all local devices (params replicated) when it divides evenly.
+    devices = jax.local_devices()
+    if len(devices) > 1 and batch_size % len(devices) == 0:
+        mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
+        batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+        params = jax.device_put(params, jax.sharding.NamedSharding(mesh,
+                                                                   jax.sharding.PartitionSpec()))
+    else:
+        batch_sharding = devices[0]
     model_fn = make_model_fn(graphdef, params, labels_enabled=labels is not None)
     schedule = training.schedule_from_config(config)
     size, channels = config.model.image_size, config.model.in_channels
@@ -95,11 +104,14 @@ def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method
     for i in range(num_batches):
         batch_key = jax.random.fold_in(base, i)
         x_key, noise_key = jax.random.split(batch_key)
-        x_T = jax.random.normal(x_key, (batch_size, size, size, channels), jnp.float32)
+        x_T = jax.device_put(
+            jax.random.normal(x_key, (batch_size, size, size, channels), jnp.float32),
+            batch_sharding)
         extra = {}
         if labels is not None:
             chunk = np.resize(labels[i * batch_size:(i + 1) * batch_size], batch_size)
-            extra = dict(labels=jnp.asarray(chunk), guidance_scale=guidance_scale,
+            extra = dict(labels=jax.device_put(jnp.asarray(chunk), batch_sharding),
+                         guidance_scale=guidance_scale,
                          null_label=num_classes)
         out = sample(model_fn, schedule, x_T, method=method, num_steps=num_steps,
                      prediction_type=config.diffusion.prediction_type, spacing=spacing, eta=eta,

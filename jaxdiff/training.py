@@ -129,8 +129,11 @@ def make_train_step(graphdef, schedule: NoiseSchedule, optimizer: optax.Gradient
     def loss_fn(params, batch: Batch, key: jax.Array):
         images = batch["image"]
         t_key, noise_key, label_key, dropout_key = jax.random.split(key, 4)
-        t = jax.random.randint(t_key, (images.shape[0],), 0, num_timesteps, dtype=jnp.int32)
-        noise = jax.random.normal(noise_key, images.shape, images.dtype)
+        # A batch may carry its own "t" and "noise" (tests, exact replays); else they are drawn.
+        t = batch["t"] if "t" in batch else jax.random.randint(
+            t_key, (images.shape[0],), 0, num_timesteps, dtype=jnp.int32)
+        noise = batch["noise"] if "noise" in batch else jax.random.normal(
+            noise_key, images.shape, images.dtype)
         x_t = q_sample(schedule, images, t, noise)
         labels = None
         if num_classes > 0:
