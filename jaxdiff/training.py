@@ -101,6 +101,28 @@ def init_train_state(config, key: jax.Array | None = None):
     return graphdef, optimizer, create_train_state(params, optimizer, run_key)
 
 
+def init_sharded_train_state(config, mesh, key: jax.Array | None = None):
+    """Like `init_train_state`, but the state is created directly with its shardings on `mesh`
+    (each process computes only its own shards, which multi-process runs require).
+
+    Returns (graphdef, optimizer, state, state_shardings).
+    """
+    from jaxdiff.parallel import state_sharding
+
+    if key is None:
+        key = jax.random.key(config.train.seed)
+    built = {}
+
+    def make_state(key):
+        graphdef, optimizer, state = init_train_state(config, key)
+        built.update(graphdef=graphdef, optimizer=optimizer)  # static, captured while tracing
+        return state
+
+    shardings = state_sharding(jax.eval_shape(make_state, key), mesh)
+    state = jax.jit(make_state, out_shardings=shardings)(key)
+    return built["graphdef"], built["optimizer"], state, shardings
+
+
 def ema_decay_at(step, decay: float):
     """EMA decay with the usual warm-up min(decay, (1 + step) / (10 + step))."""
     step = step.astype(jnp.float32)
