@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff import checkpoint as ckpt_lib
@@ -59,7 +60,12 @@ class _StopRequest:
 
 
 def check_resume_compatible(workdir: Path, config) -> None:
-    """Refuses to continue a run whose saved config differs in a key that matters."""
+    """Refuses to continue a run whose saved config differs in a key that matters.
+
+    Raises ValueError listing each differing key with its saved and requested values; the keys
+    in `checkpoint.HARMLESS_KEYS` (total steps, logging, checkpointing, sampling) may change.
+    """
+    workdir = Path(workdir)
     if not (workdir / ckpt_lib.CONFIG_FILE).exists():
         return
     saved = ckpt_lib.load_config(workdir)
@@ -71,6 +77,47 @@ def check_resume_compatible(workdir: Path, config) -> None:
             f"workdir {str(workdir)!r} holds a run with a different config ({lines}). Use a new "
             f"--workdir, or drop these overrides to continue that run. Only "
             f"{', '.join(ckpt_lib.HARMLESS_KEYS)} may change on resume.")
+
+
+def saved_steps(workdir) -> list[int]:
+    """Steps with a committed checkpoint folder in `<workdir>/checkpoints` (a cheap listing
+    used for early checks, before orbax is opened; partial saves have other names)."""
+    directory = Path(workdir) / "checkpoints"
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def _check_reliability_keys(config) -> tuple[int, frozenset, float]:
+    """(max_consecutive_nonfinite, debug_nan_steps, debug_step_sleep), checked."""
+    t = config.train
+    max_nonfinite = _check_int("train.max_consecutive_nonfinite",
+                               t.get("max_consecutive_nonfinite", 20), 1)
+    nan_steps = t.get("debug_nan_steps", ())
+    if isinstance(nan_steps, (int, np.integer)) and not isinstance(nan_steps, bool):
+        nan_steps = (nan_steps,)
+    if not isinstance(nan_steps, (tuple, list)):
+        raise ValueError(f"train.debug_nan_steps must be a tuple of step numbers >= 1 (e.g. "
+                         f"--config.train.debug_nan_steps=5,6); got {nan_steps!r}")
+    nan_steps = frozenset(_check_int("train.debug_nan_steps entry", s, 1) for s in nan_steps)
+    sleep = t.get("debug_step_sleep", 0.0)
+    if isinstance(sleep, bool) or not isinstance(sleep, (int, float)) or not 0 <= sleep <= 60:
+        raise ValueError(f"train.debug_step_sleep must be a number of seconds in [0, 60]; "
+                         f"got {sleep!r}")
+    return max_nonfinite, nan_steps, float(sleep)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def _host_batch(batch: dict) -> dict:
@@ -89,15 +136,21 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
 
     workdir = Path(workdir)
     validate_config(config)
+    max_nonfinite, nan_steps, step_sleep = _check_reliability_keys(config)
     info = dataset_info(config.data)
     _check_data_matches_model(info, config)
-    check_resume_compatible(workdir, config)
+    existing = saved_steps(workdir)
+    if restore_step is not None:
+        _check_int("restore_step", restore_step, 0)
+        if restore_step not in existing:
+            raise ValueError(f"--restore_step {restore_step}: there is no checkpoint at that step "
+                             f"in {str(workdir / 'checkpoints')!r}; available steps: {existing}")
+    if existing:  # a fresh run (or one killed before its first save) may change anything
+        check_resume_compatible(workdir, config)
     num_steps = int(config.train.num_steps)
 
     mesh = parallel.make_mesh(config.mesh)
-    graphdef, optimizer, state = training.init_train_state(config)
-    state_shardings = parallel.state_sharding(state, mesh)
-    state = jax.device_put(state, state_shardings)
+    graphdef, optimizer, state, state_shardings = training.init_sharded_train_state(config, mesh)
     data_sharding = parallel.batch_sharding(mesh)
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep)
     iterator = input_pipeline(config.data, split="train",
@@ -106,13 +159,24 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
     metrics_log = MetricsLog(workdir, enabled=jax.process_index() == 0)
     latest = checkpointer.latest_step() if restore_step is None else restore_step
     if latest is not None:
+        # A corrupt checkpoint raises CheckpointError here: never a silent fall-back to another.
         state, meta = checkpointer.restore(ckpt_lib.abstract_like(state), latest)
+        if int(state.step) != latest:
+            raise ckpt_lib.CheckpointError(
+                f"checkpoint at step {latest} in {str(checkpointer.directory)!r} holds a state "
+                f"at step {int(state.step)}; it was not written by this trainer. Nothing was "
+                f"deleted.")
         iterator.set_state(meta["data_iterator"])
-        metrics_log.truncate_after(int(state.step))
+        moved = checkpointer.supersede_after(latest)
+        if moved and verbose:
+            print(f"continuing from step {latest}: moved the later checkpoints to "
+                  f"{[str(p) for p in moved]} (nothing was deleted)", file=sys.stderr)
+        metrics_log.truncate_after(latest)
         if verbose:
-            print(f"resuming from step {int(state.step)} in {workdir}", file=sys.stderr)
+            print(f"resuming from step {latest} in {workdir}", file=sys.stderr)
     else:
         workdir.mkdir(parents=True, exist_ok=True)
+        metrics_log.truncate_after(0)  # records of a run killed before its first checkpoint
     ckpt_lib.save_config(workdir, config)
 
     schedule = training.schedule_from_config(config)
@@ -122,7 +186,6 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
     start = int(state.step)
     log_every = max(1, int(config.train.log_every))
     every = max(1, int(config.checkpoint.every_steps))
-    max_nonfinite = int(config.train.get("max_consecutive_nonfinite", 20))
     progress = Progress(num_steps, start, enabled=verbose and jax.process_index() == 0)
 
     def meta_for(step):
@@ -134,9 +197,15 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
     started = time.perf_counter()
     with _StopRequest() as stop:
         for step in range(start, num_steps):
-            batch = parallel.global_batch(_host_batch(next(iterator)), data_sharding)
-            state, metrics = step_fn(state, batch)
             done = step + 1
+            host_batch = _host_batch(next(iterator))
+            if done in nan_steps:  # debugging hook: train.debug_nan_steps
+                host_batch["image"] = np.full_like(host_batch["image"], np.nan)
+            batch = parallel.global_batch(host_batch, data_sharding)
+            state, metrics = step_fn(state, batch)
+            if step_sleep:  # debugging hook: train.debug_step_sleep
+                jax.block_until_ready(metrics)
+                time.sleep(step_sleep)
             if step == start:  # one sync so that the rate and ETA exclude compilation
                 jax.block_until_ready(metrics)
                 if verbose and jax.process_index() == 0:
@@ -158,12 +227,16 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
                 if int(metrics["nonfinite_consecutive"]) >= max_nonfinite:
                     stop_reason = "nonfinite"
                     break
+                if not bool(_all_finite((state.params, state.ema_params))):
+                    stop_reason = "nonfinite_params"
+                    break
                 checkpointer.save(done, state, meta_for(done))
             if stop.signal_name:
                 stop_reason = "signal"
                 break
     progress.close()
     checkpointer.close()
+    kept = checkpointer.all_steps()
     if stop_reason == "signal":
         raise TrainingStopped(f"received {stop.signal_name}: saved a checkpoint at step "
                               f"{int(state.step)} in {workdir}; run the same command to continue",
@@ -172,8 +245,13 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
         raise TrainingStopped(
             f"stopped: {max_nonfinite} training steps in a row had a non-finite loss or gradient "
             f"(they were skipped, parameters were not updated). The last good checkpoint is "
-            f"kept: steps {checkpointer.all_steps()} in {workdir}. Lower optim.learning_rate or "
+            f"kept: steps {kept} in {workdir}. Lower optim.learning_rate or "
             f"check the data for NaNs.")
+    if stop_reason == "nonfinite_params":
+        raise TrainingStopped(
+            f"stopped at step {int(state.step)}: the parameters hold NaN or infinite values, so "
+            f"no checkpoint was written; the earlier checkpoints are kept: steps {kept} in "
+            f"{workdir}. Lower optim.learning_rate or check the data.")
     if write_samples:
         from jax.experimental import multihost_utils
 
