@@ -80,3 +80,21 @@ def test_resume_differences_ignore_harmless_keys():
     diffs = config_differences(saved, requested)
     assert diffs["model.base_channels"] == (32, 64)
     assert diffs["data.image_size"] == (16, 32) and diffs["model.image_size"] == (16, 32)
+
+
+def test_cifar10_preset_is_the_ddpm_papers_35_7m_unet():
+    import jax
+
+    from jaxdiff.models import count_params, init_model
+
+    config = get_config("cifar10")
+    params = jax.eval_shape(lambda key: init_model(dict(config.model), key)[1],
+                            jax.random.key(0))
+    assert abs(count_params(params) - 35.7e6) < 0.1e6
+    assert config.model.channel_mults == (1, 2, 2, 2) and config.model.dropout == 0.1
+    assert config.model.attention_resolutions == (16,) and config.train.batch_size == 128
+
+
+@pytest.mark.parametrize("name", ["digits", "digits_cond", "cifar10", "celeba64"])
+def test_every_preset_validates(name):
+    validate_config(get_config(name))

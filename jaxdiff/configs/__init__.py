@@ -9,6 +9,8 @@ from jaxdiff.validation import check_choice
 PRESETS = {
     "digits": "jaxdiff.configs.digits",
     "digits_cond": "jaxdiff.configs.digits_cond",
+    "cifar10": "jaxdiff.configs.cifar10",
+    "celeba64": "jaxdiff.configs.celeba64",
 }
 
 
