@@ -44,6 +44,56 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--guidance", type=float, default=None,
                         help="classifier-free guidance scale (conditional models)")
     sample.add_argument("--restore_step", type=int, default=None)
+    sample.add_argument("--trajectory", action="store_true",
+                        help="also write the denoising strip (x_t and predicted x0 along the "
+                             "run) next to the grid as <out>_trajectory.png")
+    sample.add_argument("--every", type=int, default=None,
+                        help="trajectory: show every K-th step (default: about 10 columns)")
+
+    ev = sub.add_parser("eval", help="sample quality (Frechet distance, precision/recall, "
+                                     "classes) and bits/dim of a trained workdir")
+    ev.add_argument("--workdir", required=True)
+    ev.add_argument("--num", type=int, default=2000, help="images to generate")
+    ev.add_argument("--method", default=None, help="ddpm, ddim, dpmpp_2m, euler, heun")
+    ev.add_argument("--steps", type=int, default=None, help="number of sampling steps")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--batch", type=int, default=None, help="images per compiled call")
+    ev.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance scale (conditional models)")
+    ev.add_argument("--features", default=None, metavar="MODULE:FUNCTION",
+                    help="feature extractor images (N,H,W,C) in [-1,1] -> (N,D) for the Frechet "
+                         "distance; required for data other than digits")
+    ev.add_argument("--split", default="test", help="held-out split: the floor and bits/dim")
+    ev.add_argument("--reference_split", default="train", help="real images samples are "
+                                                               "compared with")
+    ev.add_argument("--num_real", type=int, default=10000,
+                    help="at most this many reference images")
+    ev.add_argument("--bpd_num", type=int, default=256,
+                    help="held-out images for the bits/dim bound (0 skips it)")
+    ev.add_argument("--bpd_terms", type=int, default=50,
+                    help="KL terms of the bound evaluated (of T-1; the sum is rescaled)")
+    ev.add_argument("--restore_step", type=int, default=None)
+
+    noise = sub.add_parser("noise", help="picture of the forward process: an image at "
+                                         "several noise levels")
+    noise.add_argument("--image", default=None,
+                       help="PNG/JPEG to noise (default: a digit from the test split)")
+    noise.add_argument("--index", type=int, default=0, help="which test digit without --image")
+    noise.add_argument("--levels", default="0,100,250,500,750,999",
+                       help="comma-separated timesteps in [0, T)")
+    noise.add_argument("--out", default="noising.png", help="PNG to write")
+    noise.add_argument("--schedule", default="linear",
+                       help="linear, scaled_linear, cosine or sigmoid")
+    noise.add_argument("--num_timesteps", type=int, default=1000)
+    noise.add_argument("--image_size", type=int, default=16,
+                       help="side the image is cropped and resized to")
+    noise.add_argument("--seed", type=int, default=0)
+
+    plot = sub.add_parser("plot", help="plot loss and metrics over steps of a workdir")
+    plot.add_argument("--workdir", required=True)
+    plot.add_argument("--out", default=None, help="PNG (default <workdir>/metrics.png)")
+    plot.add_argument("--keys", default="loss,grad_norm,learning_rate,steps_per_sec",
+                      help="comma-separated metric names of metrics.jsonl")
     return parser
 
 
@@ -81,10 +131,15 @@ def _sample(args, overrides) -> int:
     _check_output_path(args.out, ".png")
     _check_output_path(args.npz, ".npz")
     config, graphdef, params, step = load_run(args.workdir, args.restore_step)
+    if args.every is not None and args.every < 1:
+        raise ValueError(f"--every must be >= 1; got {args.every}")
     images = generate_images(config, graphdef, params, num=args.num, seed=args.seed,
                              method=args.method, num_steps=args.steps, labels=labels,
                              guidance_scale=args.guidance, batch_size=args.batch, eta=args.eta,
-                             spacing=args.spacing, progress=True)
+                             spacing=args.spacing, progress=True,
+                             return_trajectory=args.trajectory)
+    if args.trajectory:
+        images, trajectory = images
     method = args.method or config.sampling.method
     steps = args.steps or config.sampling.num_steps
     out = Path(args.out or Path(args.workdir) / f"samples_{method}_{steps}.png")
@@ -101,6 +156,64 @@ def _sample(args, overrides) -> int:
     if args.npz:
         _save_npz(args.npz, images, used_labels)
         print(f"wrote {args.npz}", file=sys.stderr)
+    if args.trajectory:
+        from jaxdiff.commands.pictures import trajectory_path, trajectory_picture
+        from jaxdiff.viz import save_png
+
+        strip = save_png(trajectory_picture(trajectory, args.every), trajectory_path(out))
+        print(f"wrote {strip}", file=sys.stderr)
+    return 0
+
+
+def _no_overrides(command: str, overrides) -> None:
+    if overrides:
+        raise ValueError(f"{command} takes no --config overrides (got {sorted(overrides)})")
+
+
+def _eval(args, overrides) -> int:
+    from jaxdiff.commands.eval import EVAL_FILE, evaluate_run, markdown_table
+
+    _no_overrides("eval", overrides)
+    results = evaluate_run(args.workdir, num=args.num, method=args.method, num_steps=args.steps,
+                           seed=args.seed, batch_size=args.batch, guidance_scale=args.guidance,
+                           features=args.features, split=args.split,
+                           reference_split=args.reference_split, num_real=args.num_real,
+                           bpd_num=args.bpd_num, bpd_terms=args.bpd_terms,
+                           restore_step=args.restore_step, progress=True)
+    print(markdown_table(results))
+    print(f"wrote {Path(args.workdir) / EVAL_FILE}", file=sys.stderr)
+    return 0
+
+
+def _noise(args, overrides) -> int:
+    from jaxdiff.commands.pictures import (
+        default_digit,
+        load_image,
+        noise_strip_picture,
+        parse_int_list,
+    )
+    from jaxdiff.viz import save_png
+
+    _no_overrides("noise", overrides)
+    _check_output_path(args.out, ".png")
+    levels = parse_int_list(args.levels, "--levels")
+    if args.image_size < 1:
+        raise ValueError(f"--image_size must be >= 1; got {args.image_size}")
+    image = (load_image(args.image, args.image_size) if args.image
+             else default_digit(args.image_size, args.index))
+    strip = noise_strip_picture(image, levels, schedule=args.schedule,
+                                num_timesteps=args.num_timesteps, seed=args.seed)
+    print(f"wrote {save_png(strip, args.out)}", file=sys.stderr)
+    return 0
+
+
+def _plot(args, overrides) -> int:
+    from jaxdiff.commands.pictures import plot_run
+
+    _no_overrides("plot", overrides)
+    _check_output_path(args.out, ".png")
+    keys = [k.strip() for k in args.keys.split(",") if k.strip()]
+    print(f"wrote {plot_run(args.workdir, args.out, keys)}", file=sys.stderr)
     return 0
 
 
@@ -140,7 +253,7 @@ def _quiet_library_logs() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
-COMMANDS = {"train": _train, "sample": _sample}
+COMMANDS = {"train": _train, "sample": _sample, "eval": _eval, "noise": _noise, "plot": _plot}
 
 
 def main(argv: list[str] | None = None) -> int:
