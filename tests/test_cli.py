@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 TINY = ["--config.model.base_channels=8", "--config.model.channel_mults=1,2",
+        "--config.model.attention_resolutions=8",
         "--config.model.num_res_blocks=1", "--config.model.num_heads=2",
         "--config.model.num_groups=4", "--config.train.batch_size=8",
         "--config.train.log_every=2", "--config.checkpoint.every_steps=3",
