@@ -1,25 +1,38 @@
 """Checkpoints with orbax's CheckpointManager: save every N steps, keep the last K, exact resume.
 
 Each step is its own folder under `<workdir>/checkpoints/<step>/` holding the `TrainState`
-("state") and a JSON item ("meta": the config, the data iterator state, the step). orbax commits
-a step atomically (written to a temporary folder, then renamed), so a crash during a save leaves
-the previous checkpoints intact and the partial one is never listed.
+("state") and a JSON item ("meta": the config, the data iterator state, the step, and the
+integrity record). orbax commits a step atomically (written to a `*.orbax-checkpoint-tmp*`
+folder, then renamed), so a crash during a save leaves the previous checkpoints intact and the
+partial one is never listed (it is removed when the next run starts).
+
+Integrity: the storage layer (tensorstore, zarr) reads altered bytes back as different numbers
+without complaint, so every save records a SHA-256 of each state array's bytes, and of the rest
+of the meta item, in `meta["integrity"]`; `restore` recomputes them and raises `CheckpointError`
+naming the step, the array and the other restorable steps on a mismatch. Nothing is ever
+deleted or skipped silently: a corrupt checkpoint is an error, never a fallback to an older one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 CONFIG_FILE = "config.json"
+SUPERSEDED_DIR = "superseded_checkpoints"
+INTEGRITY_KEY = "integrity"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint could not be read; the message names the step and what other steps exist."""
+    """A checkpoint could not be read or is corrupt; the message names the step and the other
+    steps that can be restored with `--restore_step`."""
 
 
 def _ocp():
@@ -28,21 +41,76 @@ def _ocp():
     return ocp
 
 
+def _host_bytes(x) -> np.ndarray:
+    """The array's values on the host, C-contiguous (typed PRNG keys as their key data)."""
+    if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    return np.ascontiguousarray(np.asarray(x))
+
+
+def array_checksums(tree) -> dict[str, str] | None:
+    """{path: sha256 of (dtype, shape, bytes)} for every leaf of `tree`, or None when some
+    array is not fully addressable from this process (multi-process runs: not checked)."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    if any(isinstance(x, jax.Array) and not x.is_fully_addressable for _, x in leaves):
+        return None
+    sums = {}
+    for path, x in leaves:
+        values = _host_bytes(x)
+        digest = hashlib.sha256(f"{values.dtype.str}{values.shape}".encode())
+        digest.update(memoryview(values).cast("B") if values.size else b"")
+        sums[jax.tree_util.keystr(path)] = digest.hexdigest()
+    return sums
+
+
+def _json_digest(value) -> str:
+    """sha256 of the canonical JSON form (as the value reads back after a JSON round trip)."""
+    canonical = json.dumps(json.loads(json.dumps(value)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def integrity_record(state, meta: dict[str, Any]) -> dict[str, Any]:
+    """What `Checkpointer.save` stores under meta["integrity"]."""
+    rest = {k: v for k, v in meta.items() if k != INTEGRITY_KEY}
+    return {"algorithm": "sha256", "meta": _json_digest(rest), "state": array_checksums(state)}
+
+
+def _without_integrity(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k != INTEGRITY_KEY}
+
+
+def _cause_text(cause: Exception) -> str:
+    text = " ".join(str(cause).split())
+    text = text.split(" See full TensorStore details")[0]  # the rest is a repr of a bound method
+    return f"{type(cause).__name__}: {text[:300]}" if text else type(cause).__name__
+
+
 class Checkpointer:
-    """Thin owner of an orbax CheckpointManager for one run's workdir."""
+    """Thin owner of an orbax CheckpointManager for one run's workdir.
+
+    Args:
+      workdir: the run folder; checkpoints live in `<workdir>/checkpoints/<step>/`.
+      max_to_keep: how many of the newest steps orbax keeps (older ones are deleted after a
+        successful save); None keeps all.
+      read_only: open an existing run for reading (sampling, evaluation) without writing.
+    """
 
     def __init__(self, workdir: str | os.PathLike, max_to_keep: int | None = 3,
                  read_only: bool = False):
         ocp = _ocp()
+        if max_to_keep is not None and (isinstance(max_to_keep, bool) or
+                                        not isinstance(max_to_keep, int) or max_to_keep < 1):
+            raise ValueError(f"max_to_keep must be None or an integer >= 1; got {max_to_keep!r}")
         self.workdir = Path(workdir).absolute()
         self.directory = self.workdir / "checkpoints"
         if read_only and not self.directory.is_dir():
             raise FileNotFoundError(f"no checkpoints in {str(self.workdir)!r}: the folder "
                                     f"{str(self.directory)!r} does not exist; train first with "
                                     f"`jaxdiff train --workdir {self.workdir}`")
+        # Partial (uncommitted) saves of a crashed run are removed when a writer opens the run.
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
-            enable_async_checkpointing=True)
+            enable_async_checkpointing=True, cleanup_tmp_directories=not read_only)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("state", "meta"))
 
@@ -53,10 +121,18 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state, meta: dict[str, Any]) -> None:
-        """Starts an (asynchronous) save of `state` and `meta` at `step`."""
+        """Starts an (asynchronous) save of `state` and `meta` at `step`.
+
+        The arrays' checksums are computed now (a device-to-host copy of the state) and stored
+        in meta["integrity"]. Raises CheckpointError if `step` already exists (a run continued
+        from an older step with `--restore_step` moves the newer ones aside first).
+        """
         ocp = _ocp()
         if step in self.manager.all_steps():
-            return
+            raise CheckpointError(f"a checkpoint at step {step} already exists in "
+                                  f"{str(self.directory)!r}; it was not overwritten")
+        meta = {k: v for k, v in meta.items() if k != INTEGRITY_KEY}
+        meta[INTEGRITY_KEY] = integrity_record(state, meta)
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         meta=ocp.args.JsonSave(meta)))
 
@@ -73,14 +149,23 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoints in {str(self.directory)!r}")
         if step is None:
             return steps[-1]
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+            raise TypeError(f"step must be an integer; got {step!r}")
         if step not in steps:
             raise ValueError(f"no checkpoint at step {step} in {str(self.directory)!r}; "
                              f"available steps: {steps}")
-        return step
+        return int(step)
 
     def restore(self, abstract_state, step: int | None = None):
         """Restores (state, meta) at `step` (default: latest) into the structure of
-        `abstract_state` (e.g. from `jax.eval_shape`)."""
+        `abstract_state` (e.g. `abstract_like(state)` or `jax.eval_shape`), and checks them
+        against the checksums saved with them. `meta` is returned as it was given to `save`.
+
+        Raises:
+          CheckpointError: the files cannot be read, or hold other values than were saved;
+            the message names the step and lists the other steps. Nothing is deleted, and
+            no other step is tried in its place.
+        """
         ocp = _ocp()
         step = self._check_step(step)
         try:
@@ -88,25 +173,79 @@ class Checkpointer:
                 state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         except Exception as e:  # orbax/tensorstore raise many types for unreadable files
             raise self._error(step, e) from e
-        return restored.state, restored.meta
+        self._verify(step, restored.state, restored.meta)
+        return restored.state, _without_integrity(restored.meta)
 
     def restore_meta(self, step: int | None = None) -> dict:
+        """The meta item (config, data iterator state, step) at `step`, checked."""
         ocp = _ocp()
         step = self._check_step(step)
         try:
-            return self.manager.restore(step, args=ocp.args.Composite(
+            meta = self.manager.restore(step, args=ocp.args.Composite(
                 meta=ocp.args.JsonRestore())).meta
         except Exception as e:
             raise self._error(step, e) from e
+        self._verify(step, None, meta)
+        return _without_integrity(meta)
 
-    def _error(self, step: int, cause: Exception) -> CheckpointError:
+    def _verify(self, step: int, state, meta) -> None:
+        if not isinstance(meta, dict):
+            raise self._error(step, problem=f"its meta item is {type(meta).__name__}, not a dict")
+        record = meta.get(INTEGRITY_KEY)
+        if record is None:  # written before integrity records existed: nothing to compare
+            return
+        rest = {k: v for k, v in meta.items() if k != INTEGRITY_KEY}
+        if _json_digest(rest) != record.get("meta"):
+            raise self._error(step, problem="its meta item (config, data iterator state) does "
+                                            "not match the checksum saved with it")
+        expected = record.get("state")
+        actual = None if state is None or expected is None else array_checksums(state)
+        if actual is None:
+            return
+        if set(actual) != set(expected):
+            raise self._error(step, problem=f"it holds arrays {sorted(expected)[:3]}... but "
+                                            f"{sorted(actual)[:3]}... were asked for")
+        bad = sorted(k for k in expected if actual[k] != expected[k])
+        if bad:
+            raise self._error(step, problem=(
+                f"{len(bad)} array(s) read back with other values than were saved (altered "
+                f"or damaged files), e.g. state{bad[0]}"))
+
+    def _error(self, step: int, cause: Exception | None = None,
+               problem: str | None = None) -> CheckpointError:
         others = [s for s in self.all_steps() if s != step]
         hint = (f"other steps you can restore with --restore_step: {others}" if others
                 else "there is no other checkpoint")
-        first_line = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else ""
-        return CheckpointError(
-            f"checkpoint at step {step} in {str(self.directory)!r} could not be read "
-            f"({type(cause).__name__}: {first_line}); {hint}. Nothing was deleted.")
+        what = (f"is corrupt: {problem}" if problem is not None
+                else f"could not be read ({_cause_text(cause)})")
+        return CheckpointError(f"checkpoint at step {step} in {str(self.directory)!r} {what}; "
+                               f"{hint}. Nothing was deleted.")
+
+    def supersede_after(self, step: int) -> list[Path]:
+        """Moves the checkpoints of steps after `step` out of the way, into
+        `<workdir>/superseded_checkpoints/` (nothing is deleted), so that a run continued from
+        `step` can save those steps again and orbax's max_to_keep never removes `step` in favour
+        of them. Returns the new paths."""
+        later = [s for s in self.all_steps() if s > step]
+        if not later:
+            return []
+        self.manager.wait_until_finished()
+        target = self.workdir / SUPERSEDED_DIR
+        target.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        moved = []
+        for s in later:
+            source = self.directory / str(s)
+            if not source.exists():
+                continue
+            dest = target / f"{s}-{stamp}"
+            n = 1
+            while dest.exists():
+                dest, n = target / f"{s}-{stamp}-{n}", n + 1
+            os.replace(source, dest)
+            moved.append(dest)
+        self.manager.reload()
+        return moved
 
 
 def save_config(workdir: str | os.PathLike, config) -> None:
@@ -145,7 +284,7 @@ def _lists_to_tuples(value):
 # shape or the exactness of the remaining steps' inputs.
 HARMLESS_KEYS = (
     "train.num_steps", "train.log_every", "train.sample_every", "train.max_consecutive_nonfinite",
-    "checkpoint.", "sampling.", "data.data_dir", "data.worker_count",
+    "train.debug_step_sleep", "checkpoint.", "sampling.", "data.data_dir", "data.worker_count",
 )
 
 

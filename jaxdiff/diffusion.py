@@ -25,11 +25,14 @@ def extract(values: jnp.ndarray, t: jnp.ndarray, ndim: int) -> jnp.ndarray:
     return values[t].reshape(t.shape + (1,) * (ndim - t.ndim))
 
 
-def _check(schedule: NoiseSchedule, x, t, noise=None) -> None:
+def _check(schedule: NoiseSchedule, x, t, noise=None, what_noise: str = "noise") -> None:
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule (jaxdiff.schedules.make_schedule); "
+                        f"got {type(schedule).__name__}")
     check_images(x, "x")
     check_timesteps(t, x.shape[0], schedule.num_timesteps)
     if noise is not None:
-        check_same_shape(x, noise, "x", "noise")
+        check_same_shape(x, noise, "x", what_noise)
 
 
 def q_sample(schedule: NoiseSchedule, x0, t, noise):
@@ -93,6 +96,8 @@ def to_x0_and_eps(schedule: NoiseSchedule, x_t, t, model_output, prediction_type
     For "sample" at a timestep where sqrt(1 - abar_t) is 0 (zero terminal SNR), eps is undefined;
     we never hit that for "epsilon"/"v_prediction".
     """
+    check_prediction_type(prediction_type)
+    _check(schedule, x_t, t, model_output, "model output")
     if prediction_type == "epsilon":
         eps = model_output
         return x0_from_eps(schedule, x_t, t, eps), eps
@@ -109,6 +114,7 @@ def to_x0_and_eps(schedule: NoiseSchedule, x_t, t, model_output, prediction_type
 def target(schedule: NoiseSchedule, x0, t, noise, prediction_type: str):
     """The regression target a model of `prediction_type` is trained on."""
     check_prediction_type(prediction_type)
+    _check(schedule, x0, t, noise)
     if prediction_type == "epsilon":
         return noise
     if prediction_type == "sample":

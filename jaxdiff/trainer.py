@@ -103,8 +103,8 @@ def _check_reliability_keys(config) -> tuple[int, frozenset, float]:
     if isinstance(nan_steps, (int, np.integer)) and not isinstance(nan_steps, bool):
         nan_steps = (nan_steps,)
     if not isinstance(nan_steps, (tuple, list)):
-        raise ValueError(f"train.debug_nan_steps must be a tuple of step numbers >= 1 (e.g. "
-                         f"--config.train.debug_nan_steps=5,6); got {nan_steps!r}")
+        raise TypeError(f"train.debug_nan_steps must be a tuple of step numbers >= 1 (e.g. "
+                        f"--config.train.debug_nan_steps=5,6); got {nan_steps!r}")
     nan_steps = frozenset(_check_int("train.debug_nan_steps entry", s, 1) for s in nan_steps)
     sleep = t.get("debug_step_sleep", 0.0)
     if isinstance(sleep, bool) or not isinstance(sleep, (int, float)) or not 0 <= sleep <= 60:

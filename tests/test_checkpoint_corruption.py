@@ -1,0 +1,135 @@
+"""A damaged checkpoint is detected, named and never silently replaced by another one.
+
+Altered bytes in an array file read back as different numbers without complaint from
+tensorstore, so detection relies on the SHA-256 checksums saved in each step's meta item.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from cli_runs import assert_bitwise_equal, restore, run, straight_run
+
+from jaxdiff import checkpoint as ckpt_lib
+
+
+def _largest_array_file(workdir, step):
+    files = [p for p in (workdir / "checkpoints" / str(step) / "state").rglob("*")
+             if p.is_file() and "/d/" in str(p)]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def _snapshot(workdir):
+    """{relative path: sha256} of every file under the checkpoints folder."""
+    root = workdir / "checkpoints"
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*") if p.is_file()}
+
+
+def _copy_of_reference(tmp_path) -> Path:
+    workdir = tmp_path / "run"
+    shutil.copytree(straight_run(), workdir)
+    return workdir
+
+
+def _flip_bytes(path: Path, count: int = 8) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, middle + count):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def flipped(tmp_path_factory):
+    """The reference run with 8 bytes flipped in the middle of step 40's largest array file."""
+    workdir = _copy_of_reference(tmp_path_factory.mktemp("flipped"))
+    _flip_bytes(_largest_array_file(workdir, 40))
+    return workdir
+
+
+def test_flipped_bytes_make_train_exit_2_naming_the_step_and_the_others(flipped):
+    before = _snapshot(flipped)
+    result = run("train", flipped)
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = result.stderr
+    assert "checkpoint at step 40" in message and "is corrupt" in message
+    assert "--restore_step: [10, 20, 30]" in message and "Nothing was deleted" in message
+    assert "Traceback" not in message
+    assert _snapshot(flipped) == before  # nothing deleted, moved or rewritten
+
+
+def test_truncated_file_makes_sample_exit_2_naming_the_step_and_the_others(tmp_path):
+    workdir = _copy_of_reference(tmp_path)
+    path = _largest_array_file(workdir, 40)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    before = _snapshot(workdir)
+    result = run("sample", workdir, "--num", 2, "--steps", 2)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "checkpoint at step 40" in result.stderr and "could not be read" in result.stderr
+    assert "--restore_step: [10, 20, 30]" in result.stderr
+    assert "Traceback" not in result.stderr and "bound method" not in result.stderr
+    assert _snapshot(workdir) == before
+
+
+def test_restore_step_continues_from_a_good_checkpoint_exactly(flipped):
+    """--restore_step 30 moves the damaged step 40 aside (kept), retrains 30 -> 40, and ends
+    where the uninterrupted run ended."""
+    damaged = _snapshot(flipped)
+    result = run("train", flipped, "--restore_step", 30)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming from step 30" in result.stderr
+    moved = list((flipped / ckpt_lib.SUPERSEDED_DIR).iterdir())
+    assert [p.name.split("-")[0] for p in moved] == ["40"]
+    kept = {str(p.relative_to(moved[0])): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in moved[0].rglob("*") if p.is_file()}
+    assert kept == {k[len("40/"):]: v for k, v in damaged.items() if k.startswith("40/")}
+    state, _ = restore(flipped, 40)
+    expected, _ = restore(straight_run(), 40)
+    assert_bitwise_equal(state, expected)
+
+
+def test_restore_step_that_does_not_exist_lists_the_available_ones(tmp_path):
+    workdir = _copy_of_reference(tmp_path)
+    result = run("train", workdir, "--restore_step", 25)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "no checkpoint at that step" in result.stderr
+    assert "available steps: [10, 20, 30, 40]" in result.stderr
+
+
+def test_altered_meta_that_is_still_valid_json_is_detected(tmp_path):
+    workdir = _copy_of_reference(tmp_path)
+    path = workdir / "checkpoints" / "30" / "meta" / "metadata"
+    meta = json.loads(path.read_text())
+    meta["data_iterator"] = {k: (v + 8 if isinstance(v, int) else v)
+                             for k, v in meta["data_iterator"].items()}
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ckpt_lib.CheckpointError,
+                       match=r"step 30 .*is corrupt: its meta item .*--restore_step: \[10, 20, 40\]"):
+        restore(workdir, 30)
+
+
+def test_checkpoint_without_integrity_record_still_restores(tmp_path):
+    """Checkpoints written before checksums existed restore unchecked."""
+    workdir = _copy_of_reference(tmp_path)
+    path = workdir / "checkpoints" / "20" / "meta" / "metadata"
+    meta = json.loads(path.read_text())
+    del meta[ckpt_lib.INTEGRITY_KEY]
+    path.write_text(json.dumps(meta))
+    state, _ = restore(workdir, 20)
+    assert int(state.step) == 20
+
+
+def test_saving_over_an_existing_step_is_refused(tmp_path):
+    workdir = _copy_of_reference(tmp_path)
+    state, meta = restore(workdir, 10)
+    checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=None)
+    try:
+        with pytest.raises(ckpt_lib.CheckpointError, match="step 10 already exists"):
+            checkpointer.save(10, state, meta)
+    finally:
+        checkpointer.close()
+    assert os.path.isdir(workdir / "checkpoints" / "10")
