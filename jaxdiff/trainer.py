@@ -186,6 +186,7 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
     start = int(state.step)
     log_every = max(1, int(config.train.log_every))
     every = max(1, int(config.checkpoint.every_steps))
+    sample_every = int(config.train.get("sample_every", 0))  # TensorBoard sample grids
     progress = Progress(num_steps, start, enabled=verbose and jax.process_index() == 0)
 
     def meta_for(step):
@@ -223,6 +224,10 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
                 rate = progress.update(done, {"loss": host["loss"],
                                               "skipped": host["nonfinite_total"]})
                 metrics_log.write(done, {**host, "steps_per_sec": rate})
+            if sample_every and done % sample_every == 0 and done != num_steps \
+                    and jax.process_count() == 1:
+                metrics_log.write_image(done, "samples", sample_grid(
+                    config, graphdef, state.ema_params, min(16, config.sampling.num_samples)))
             if done % every == 0 or done == num_steps or stop.signal_name:
                 if int(metrics["nonfinite_consecutive"]) >= max_nonfinite:
                     stop_reason = "nonfinite"
@@ -255,18 +260,29 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
     if write_samples:
         from jax.experimental import multihost_utils
 
-        from jaxdiff.generate import generate_images, save_grid
+        from jaxdiff.viz import save_png
 
         # Every process takes part in the gather; process 0 samples on its own devices.
         ema_params = multihost_utils.process_allgather(state.ema_params, tiled=True) \
             if jax.process_count() > 1 else state.ema_params
-    if write_samples and jax.process_index() == 0:
-        images = generate_images(config, graphdef, ema_params,
-                                 num=config.sampling.num_samples, seed=config.train.seed)
-        save_grid(images, workdir / "samples.png")
-        if verbose:
-            print(f"wrote {workdir / 'samples.png'}", file=sys.stderr)
+        if jax.process_index() == 0:
+            grid = sample_grid(config, graphdef, ema_params, config.sampling.num_samples)
+            save_png(grid, workdir / "samples.png")
+            metrics_log.write_image(int(state.step), "samples", grid)
+            if verbose:
+                print(f"wrote {workdir / 'samples.png'}", file=sys.stderr)
     return state
+
+
+def sample_grid(config, graphdef, params, num: int):
+    """A uint8 grid of `num` samples with `params` (labels captioned for conditional models)."""
+    from jaxdiff.generate import generate_images
+    from jaxdiff.viz import image_grid
+
+    images = generate_images(config, graphdef, params, num=num, seed=config.train.seed)
+    num_classes = int(config.model.get("num_classes", 0))
+    labels = np.arange(num) % num_classes if num_classes else None
+    return image_grid(np.clip(images, -1, 1), labels=labels)
 
 
 def _check_data_matches_model(info, config) -> None:

@@ -31,6 +31,7 @@ def validate_config(config) -> None:
     _positive_int(t.num_steps, "train.num_steps")
     _positive_int(t.batch_size, "train.batch_size")
     _positive_int(t.log_every, "train.log_every")
+    _positive_int(t.get("sample_every", 0), "train.sample_every", 0)
     if not 0.0 <= float(t.ema_decay) < 1.0:
         raise ValueError(f"train.ema_decay must be in [0, 1); got {t.ema_decay!r}")
     _positive_int(config.checkpoint.every_steps, "checkpoint.every_steps")

@@ -27,7 +27,8 @@ def jaxdiff(*args, timeout=600):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
-    result = jaxdiff("train", "--workdir", workdir, "--config.train.num_steps=4", *TINY)
+    result = jaxdiff("train", "--workdir", workdir, "--config.train.num_steps=4", *TINY,
+                     "--config.train.sample_every=2")
     assert result.returncode == 0, result.stderr
     return workdir, result
 
@@ -39,6 +40,7 @@ def test_train_writes_checkpoints_logs_and_a_sample_grid(trained):
     assert [r["step"] for r in records] == [2, 4]
     assert all(np.isfinite(r["loss"]) for r in records)
     assert "step 4/4" in result.stderr and "ETA" in result.stderr
+    assert list(workdir.glob("events.out.tfevents.*")), "no TensorBoard event file"
     with Image.open(workdir / "samples.png") as image:
         image.load()
         assert image.size[0] > 16 and image.size[1] > 16
