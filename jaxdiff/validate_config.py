@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import jax
-
 from jaxdiff.validation import check_choice
 
 
