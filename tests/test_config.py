@@ -78,7 +78,7 @@ def test_resume_differences_ignore_harmless_keys():
     requested.model.base_channels = 64
     requested.data.image_size = 32
     diffs = config_differences(saved, requested)
-    assert diffs["model.base_channels"] == (32, 64)
+    assert diffs["model.base_channels"] == (16, 64)
     assert diffs["data.image_size"] == (16, 32) and diffs["model.image_size"] == (16, 32)
 
 
