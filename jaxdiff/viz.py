@@ -22,16 +22,10 @@ _MIN_CELL = 48  # strips upscale small images to at least this width, so caption
 
 def _check_images(images, what: str = "images") -> np.ndarray:
     """NHWC float, finite, C in {1, 3, 4}; returns float32 numpy."""
-    shape = getattr(images, "shape", None)
-    dtype = getattr(images, "dtype", None)
-    if shape is None or dtype is None:
-        raise TypeError(f"{what} must be an array (N, H, W, C) in [-1, 1]; got "
-                        f"{type(images).__name__}")
-    if len(shape) != 4:
-        raise ValueError(f"{what} must be NHWC with rank 4 (N, H, W, C); got shape "
-                         f"{tuple(shape)}")
-    if not np.issubdtype(np.dtype(dtype), np.floating):
-        raise TypeError(f"{what} must be floating point in [-1, 1]; got dtype {dtype}")
+    from jaxdiff.validation import check_images
+
+    check_images(images, what)
+    shape = images.shape
     if shape[-1] not in (1, 3, 4):
         raise ValueError(f"{what} must have 1, 3 or 4 channels; got shape {tuple(shape)}")
     if shape[0] < 1:
