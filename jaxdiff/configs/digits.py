@@ -1,6 +1,6 @@
 """Default preset: an unconditional 1.01M-parameter UNet on the embedded 16x16 digits.
 
-Run: `jaxdiff train --workdir runs/digits` (estimated ~6 minutes on an idle 2-core CPU, then `samples.png`).
+Run: `jaxdiff train --workdir runs/digits` (about 16 minutes on a 2-core CPU, then `samples.png`).
 """
 
 import ml_collections
