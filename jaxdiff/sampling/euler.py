@@ -29,15 +29,22 @@ def denoise_sigma(ctx: Context, x, t, sig):
     return x_vp, x0
 
 
-def _init(ctx: Context, x_T, t0):
+def scale_initial_noise(ctx: Context, x_T, t0):
+    """x_T ~ N(0, I) scaled to the sigma-space start, as the diffusers pipelines do."""
     return (x_T * init_noise_sigma(ctx, t0)).astype(x_T.dtype)
 
 
-def _step(ctx: Context, x, inp: StepInput):
+def euler_predict(ctx: Context, x, inp: StepInput):
+    """One Euler step: (x_next, x_vp, x0, sig, sig_next); Heun corrects this prediction."""
     sig = sigma_at(ctx.schedule, inp.t)
     sig_next = sigma_at(ctx.schedule, inp.t_next)
     x_vp, x0 = denoise_sigma(ctx, x, inp.t, sig)
-    return euler_update(x, x0, sig, sig_next), x_vp, x0
+    return euler_update(x, x0, sig, sig_next), x_vp, x0, sig, sig_next
+
+
+def _step(ctx: Context, x, inp: StepInput):
+    x_next, x_vp, x0, _, _ = euler_predict(ctx, x, inp)
+    return x_next, x_vp, x0
 
 
 def euler_update(x, x0, sig, sig_next):
@@ -54,4 +61,4 @@ def _final(ctx: Context, x):
     return x
 
 
-EULER = Sampler(init=_init, step=_step, final=_final, stochastic=False, sigma_space=True)
+EULER = Sampler(init=scale_initial_noise, step=_step, final=_final, stochastic=False, sigma_space=True)

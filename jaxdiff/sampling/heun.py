@@ -19,19 +19,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.sampling.base import Context, Sampler, StepInput, sigma_at
-from jaxdiff.sampling.euler import denoise_sigma, euler_update, init_noise_sigma
-
-
-def _init(ctx: Context, x_T, t0):
-    return (x_T * init_noise_sigma(ctx, t0)).astype(x_T.dtype)
+from jaxdiff.sampling.base import Context, Sampler, StepInput
+from jaxdiff.sampling.euler import denoise_sigma, euler_predict, scale_initial_noise
 
 
 def _step(ctx: Context, x, inp: StepInput):
-    sig = sigma_at(ctx.schedule, inp.t)
-    sig_next = sigma_at(ctx.schedule, inp.t_next)
-    x_vp, x0 = denoise_sigma(ctx, x, inp.t, sig)
-    x_euler = euler_update(x, x0, sig, sig_next)
+    x_euler, x_vp, x0, sig, sig_next = euler_predict(ctx, x, inp)
 
     def correct(_):
         # x + dt (d + d') / 2 with d' = d + (x0 - x0') / sigma_next (an identity once x' = x + dt d)
@@ -47,4 +40,4 @@ def _final(ctx: Context, x):
     return x
 
 
-HEUN = Sampler(init=_init, step=_step, final=_final, stochastic=False, sigma_space=True)
+HEUN = Sampler(init=scale_initial_noise, step=_step, final=_final, stochastic=False, sigma_space=True)
