@@ -5,6 +5,10 @@ Heavy submodules (models, training, data) are imported lazily so that `import ja
 
 import importlib
 
+from jaxdiff import xla_defaults as _xla_defaults
+
+_xla_defaults.apply()
+
 __version__ = "0.1.0"
 
 _SUBMODULES = (

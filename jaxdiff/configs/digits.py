@@ -23,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.base_channels = 16
     config.model.channel_mults = (1, 2, 4)
     config.model.num_res_blocks = 2
-    config.model.attention_resolutions = (8, 4)
+    config.model.attention_resolutions = (4,)
     config.model.num_heads = 4
     config.model.dropout = 0.0
     config.model.num_groups = 8

@@ -89,19 +89,28 @@ class GroupNorm(nnx.Module):
         dt = DTYPES[self.dtype]
         b, c = x.shape[0], x.shape[-1]
         g = self.num_groups
-        xf = x.astype(jnp.float32)
-        xg = xf.reshape(b, -1, g, c // g)
-        mean = jnp.mean(xg, axis=(1, 3))                                   # (B, G)
-        var = jnp.maximum(jnp.mean(jnp.square(xg), axis=(1, 3)) - jnp.square(mean), 0.0)
+        xf = x.astype(jnp.float32).reshape(b, -1, c)
+        # Two-stage sums (positions, then the channels of a group) run about 2x faster on XLA:CPU
+        # than one reduction over the strided (positions, channels-in-group) axes.
+        count = xf.shape[1] * (c // g)
+        mean = jnp.sum(xf, axis=1).reshape(b, g, -1).sum(-1) / count                # (B, G)
+        mean_sq = jnp.sum(jnp.square(xf), axis=1).reshape(b, g, -1).sum(-1) / count
+        var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)
         inv = jax.lax.rsqrt(var + GROUP_NORM_EPS)
         inv_c = jnp.repeat(inv, c // g, axis=1)                            # (B, C)
         mean_c = jnp.repeat(mean, c // g, axis=1)
         mul = inv_c * self.scale[...].astype(jnp.float32)
         add = self.bias[...].astype(jnp.float32) - mean_c * mul
-        y = xf * mul[:, None, None, :] + add[:, None, None, :]
+        y = (xf * mul[:, None, :] + add[:, None, :]).reshape(x.shape)
         if silu:
-            y = jax.nn.silu(y)
+            y = silu_fast(y)
         return y.astype(dt)
+
+
+def silu_fast(x: jax.Array) -> jax.Array:
+    """SiLU x * sigmoid(x), with sigmoid(x) = (1 + tanh(x / 2)) / 2: the same function, but XLA:CPU
+    evaluates tanh without the exp and division of `jax.nn.silu` (measured 2-4x faster)."""
+    return x * (0.5 + 0.5 * jnp.tanh(0.5 * x))
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
@@ -185,8 +194,16 @@ class AttentionBlock(nnx.Module):
         b, hh, ww, c = x.shape
         n, d = self.num_heads, c // self.num_heads
         h = self.norm(x).reshape(b, hh * ww, c)
-        q, k, v = jnp.split(self.qkv(h).reshape(b, hh * ww, 3 * n, d), 3, axis=2)  # (B, L, n, d)
-        logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
-        weights = jax.nn.softmax(logits * (d ** -0.5), axis=-1).astype(v.dtype)
-        o = jnp.einsum("bnqk,bknd->bqnd", weights, v).reshape(b, hh * ww, c)
+        # (3, B, heads, L, d): heads-major so both products are plain batched matmuls.
+        qkv = self.qkv(h).reshape(b, hh * ww, 3, n, d).transpose(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * jnp.asarray(d ** -0.5, qkv.dtype), qkv[1], qkv[2]
+        logits = jnp.einsum("bnqd,bnkd->bnqk", q, k, preferred_element_type=jnp.float32)
+        # softmax with the normalisation applied after the value product (L x d, not L x L
+        # divisions); the max is a constant shift, so stopping its gradient is exact.
+        logits = logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+        unnormalised = jnp.exp(logits)
+        o = jnp.einsum("bnqk,bnkd->bnqd", unnormalised.astype(v.dtype), v,
+                       preferred_element_type=jnp.float32)
+        o = (o / jnp.sum(unnormalised, axis=-1, keepdims=True)).astype(v.dtype)
+        o = o.transpose(0, 2, 1, 3).reshape(b, hh * ww, c)
         return x.astype(h.dtype) + self.out(o).reshape(b, hh, ww, c)

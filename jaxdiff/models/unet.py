@@ -182,7 +182,7 @@ class UNet(nnx.Module):
 
     def __init__(self, *, image_size: int = 16, in_channels: int = 1, out_channels: int | None = None,
                  base_channels: int = 16, channel_mults=(1, 2, 4), num_res_blocks: int = 2,
-                 attention_resolutions=(8, 4), num_heads: int = 4, dropout: float = 0.0,
+                 attention_resolutions=(4,), num_heads: int = 4, dropout: float = 0.0,
                  num_groups: int = 8, num_classes: int = 0, dtype: str = "float32",
                  param_dtype: str = "float32", remat: bool = False, rngs: nnx.Rngs):
         cfg = check_model_kwargs(
