@@ -20,6 +20,7 @@ from jaxdiff import checkpoint as ckpt_lib
 from jaxdiff import parallel, training
 from jaxdiff.progress import MetricsLog, Progress
 from jaxdiff.validate_config import validate_config
+from jaxdiff.validation import check_int
 
 
 class TrainingStopped(RuntimeError):
@@ -88,24 +89,18 @@ def saved_steps(workdir) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
 def _check_reliability_keys(config) -> tuple[int, frozenset, float]:
     """(max_consecutive_nonfinite, debug_nan_steps, debug_step_sleep), checked."""
     t = config.train
-    max_nonfinite = _check_int("train.max_consecutive_nonfinite",
-                               t.get("max_consecutive_nonfinite", 20), 1)
+    max_nonfinite = check_int(t.get("max_consecutive_nonfinite", 20),
+                              "train.max_consecutive_nonfinite", 1)
     nan_steps = t.get("debug_nan_steps", ())
     if isinstance(nan_steps, (int, np.integer)) and not isinstance(nan_steps, bool):
         nan_steps = (nan_steps,)
     if not isinstance(nan_steps, (tuple, list)):
         raise TypeError(f"train.debug_nan_steps must be a tuple of step numbers >= 1 (e.g. "
                         f"--config.train.debug_nan_steps=5,6); got {nan_steps!r}")
-    nan_steps = frozenset(_check_int("train.debug_nan_steps entry", s, 1) for s in nan_steps)
+    nan_steps = frozenset(check_int(s, "train.debug_nan_steps entry", 1) for s in nan_steps)
     sleep = t.get("debug_step_sleep", 0.0)
     if isinstance(sleep, bool) or not isinstance(sleep, (int, float)) or not 0 <= sleep <= 60:
         raise ValueError(f"train.debug_step_sleep must be a number of seconds in [0, 60]; "
@@ -141,7 +136,7 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
     _check_data_matches_model(info, config)
     existing = saved_steps(workdir)
     if restore_step is not None:
-        _check_int("restore_step", restore_step, 0)
+        check_int(restore_step, "restore_step", 0)
         if restore_step not in existing:
             raise ValueError(f"--restore_step {restore_step}: there is no checkpoint at that step "
                              f"in {str(workdir / 'checkpoints')!r}; available steps: {existing}")

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from jaxdiff.validation import check_choice
-
-
-def _positive_int(value, key: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key} must be an integer >= {minimum}; got {value!r}")
-    return value
+from jaxdiff.validation import check_choice, check_int
 
 
 def validate_config(config) -> None:
@@ -21,20 +15,20 @@ def validate_config(config) -> None:
     check_choice("diffusion.schedule", d.schedule, SCHEDULES)
     check_choice("diffusion.prediction_type", d.prediction_type, PREDICTION_TYPES)
     check_choice("diffusion.loss_weighting", d.get("loss_weighting", "uniform"), WEIGHTINGS)
-    _positive_int(d.num_timesteps, "diffusion.num_timesteps", 2)
+    check_int(d.num_timesteps, "diffusion.num_timesteps", 2)
     if not 0.0 <= float(d.get("label_dropout", 0.0)) <= 1.0:
         raise ValueError(f"diffusion.label_dropout must be in [0, 1]; got {d.label_dropout!r}")
 
     t = config.train
-    _positive_int(t.num_steps, "train.num_steps")
-    _positive_int(t.batch_size, "train.batch_size")
-    _positive_int(t.log_every, "train.log_every")
-    _positive_int(t.get("sample_every", 0), "train.sample_every", 0)
+    check_int(t.num_steps, "train.num_steps")
+    check_int(t.batch_size, "train.batch_size")
+    check_int(t.log_every, "train.log_every")
+    check_int(t.get("sample_every", 0), "train.sample_every", 0)
     if not 0.0 <= float(t.ema_decay) < 1.0:
         raise ValueError(f"train.ema_decay must be in [0, 1); got {t.ema_decay!r}")
-    _positive_int(config.checkpoint.every_steps, "checkpoint.every_steps")
-    _positive_int(config.checkpoint.max_to_keep, "checkpoint.max_to_keep")
-    _positive_int(config.optim.get("accumulation_steps", 1), "optim.accumulation_steps")
+    check_int(config.checkpoint.every_steps, "checkpoint.every_steps")
+    check_int(config.checkpoint.max_to_keep, "checkpoint.max_to_keep")
+    check_int(config.optim.get("accumulation_steps", 1), "optim.accumulation_steps")
     if not float(config.optim.learning_rate) > 0:
         raise ValueError(f"optim.learning_rate must be > 0; got {config.optim.learning_rate!r}")
 
@@ -42,11 +36,11 @@ def validate_config(config) -> None:
     from jaxdiff.sampling import SAMPLERS
 
     check_choice("sampling.method", s.method, SAMPLERS)
-    _positive_int(s.num_steps, "sampling.num_steps")
+    check_int(s.num_steps, "sampling.num_steps")
     if s.num_steps > d.num_timesteps:
         raise ValueError(f"sampling.num_steps must be in [1, diffusion.num_timesteps="
                          f"{d.num_timesteps}]; got {s.num_steps}")
-    _positive_int(s.num_samples, "sampling.num_samples")
+    check_int(s.num_samples, "sampling.num_samples")
 
     from jaxdiff.parallel import check_global_batch, mesh_shape
 

@@ -13,6 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def check_int(value, what: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """Returns `value` as an int if it is an integer (not a bool) in [minimum, maximum], else
+    raises ValueError naming `what`, the value and the accepted range."""
+    bad = isinstance(value, bool) or not isinstance(value, (int, np.integer))
+    if bad or value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{what} must be an integer {bounds}; got {value!r}")
+    return int(value)
+
+
 def check_choice(kind: str, name, choices: Iterable[str]) -> str:
     """Returns `name` if it is one of `choices`, else raises ValueError listing them."""
     choices = sorted(choices)

@@ -36,12 +36,6 @@ def _check_images(images, what: str = "images") -> np.ndarray:
     return x
 
 
-def _check_positive_int(value, what: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
 def to_uint8(images) -> np.ndarray:
     """[-1, 1] floats -> uint8 [0, 255] (clipped, rounded), same shape."""
     x = np.clip(np.asarray(images, dtype=np.float32), -1.0, 1.0)
@@ -79,9 +73,10 @@ def image_grid(images, nrow: int | None = None, padding: int = 2, upscale: int =
     """
     x = _check_images(images)
     n, h, w, c = x.shape
-    nrow = _check_positive_int(nrow if nrow is not None else math.ceil(math.sqrt(n)), "nrow")
-    padding = _check_positive_int(padding, "padding", minimum=0)
-    upscale = _check_positive_int(upscale, "upscale")
+    from jaxdiff.validation import check_int
+    nrow = check_int(nrow if nrow is not None else math.ceil(math.sqrt(n)), "nrow")
+    padding = check_int(padding, "padding", 0)
+    upscale = check_int(upscale, "upscale")
     if labels is not None and len(labels) != n:
         raise ValueError(f"labels must have one entry per image ({n}); got {len(labels)}")
     cells = to_uint8(x)
@@ -218,8 +213,9 @@ def denoising_strip(trajectory: dict, every_k: int = 1, num_samples: int = 1,
     if x_t.ndim != 5 or pred.shape != x_t.shape or ts.shape != x_t.shape[:1]:
         raise ValueError(f"trajectory arrays must be x_t, pred_x0 of one shape (S, B, H, W, C) "
                          f"and timesteps (S,); got {x_t.shape}, {pred.shape}, {ts.shape}")
-    every_k = _check_positive_int(every_k, "every_k")
-    num_samples = _check_positive_int(num_samples, "num_samples")
+    from jaxdiff.validation import check_int
+    every_k = check_int(every_k, "every_k")
+    num_samples = check_int(num_samples, "num_samples")
     if num_samples > x_t.shape[1]:
         raise ValueError(f"num_samples={num_samples} exceeds the batch size {x_t.shape[1]}")
     steps = list(range(0, x_t.shape[0], every_k))

@@ -31,7 +31,7 @@ def _jaxlib_version() -> str | None:
     spec = importlib.util.find_spec("jaxlib")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = os.path.join(list(spec.submodule_search_locations)[0], "version.py")
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "version.py")
     try:
         with open(path, encoding="utf-8") as f:
             match = re.search(r'^_version\s*=\s*"([^"]+)"', f.read(), re.MULTILINE)

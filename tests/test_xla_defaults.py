@@ -48,6 +48,7 @@ def test_import_jaxdiff_sets_the_flag_and_xla_accepts_it():
             "print(os.environ['XLA_FLAGS']); print(float(y[0, 1, 1, 0]))")
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAXDIFF_XLA_DEFAULTS")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=False,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     flags, value = out.stdout.split()[-2:]

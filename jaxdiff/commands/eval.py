@@ -84,14 +84,6 @@ def load_feature_extractor(spec: str) -> Callable:
     return obj
 
 
-def _check_int(value, what: str, low: int, high: int | None = None) -> int:
-    bad = isinstance(value, bool) or not isinstance(value, (int, np.integer))
-    if bad or value < low or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{what} must be an integer {bounds}; got {value!r}")
-    return int(value)
-
-
 def uses_digits_judge(config) -> bool:
     """The shipped digits classifier judges runs on the digits data at 16x16x1."""
     shape = (config.model.image_size, config.model.image_size, config.model.in_channels)
@@ -194,15 +186,16 @@ def evaluate_run(workdir, *, num: int = 2000, method: str | None = None,
     from jaxdiff.evaluation.classifier import cache_path
     from jaxdiff.generate import generate_images, load_run
     from jaxdiff.training import schedule_from_config
+    from jaxdiff.validation import check_int
 
     workdir = Path(workdir)
     config = ckpt_lib.load_config(workdir)
-    num = _check_int(num, "--num", 2)
-    num_real = _check_int(num_real, "--num_real", 2)
-    bpd_num = _check_int(bpd_num, "--bpd_num", 0)
+    num = check_int(num, "--num", 2)
+    num_real = check_int(num_real, "--num_real", 2)
+    bpd_num = check_int(bpd_num, "--bpd_num", 0)
     T = int(config.diffusion.num_timesteps)
     if bpd_num:
-        bpd_terms = _check_int(bpd_terms, "--bpd_terms", 1, T - 1)
+        bpd_terms = check_int(bpd_terms, "--bpd_terms", 1, T - 1)
     digits = uses_digits_judge(config)
     if isinstance(features, str):
         extractor, feature_name = load_feature_extractor(features), features

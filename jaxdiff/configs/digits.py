@@ -1,6 +1,9 @@
-"""Default preset: an unconditional 1.01M-parameter UNet on the embedded 16x16 digits.
+"""Default preset: an unconditional 0.99M-parameter UNet on the embedded 16x16 digits.
 
-Run: `jaxdiff train --workdir runs/digits` (about 16 minutes on a 2-core CPU, then `samples.png`).
+Run: `jaxdiff train --workdir runs/digits` (8 minutes on an idle 2-core CPU, then `samples.png`).
+Self-attention sits at 4x4 and in the middle block only: attention at 8x8 as well cost ~15% of
+the step time on a CPU, and the run with it scored about the same (benchmarks/quality_digits.py,
+500 samples: confident 0.756 vs 0.746 without it, Frechet distance 18.6 vs 20.7).
 """
 
 import ml_collections

@@ -30,13 +30,7 @@ import numpy as np
 
 from jaxdiff.data.sources import DatasetInfo, open_dataset
 from jaxdiff.data.transforms import flip_bit, preprocess
-
-
-def _check_int(name: str, value, low: int) -> None:
-    """Raises ValueError unless `value` is an integer >= `low` (bools are not integers here)."""
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not ok or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+from jaxdiff.validation import check_int
 
 
 def _grain_seed(seed: int) -> int:
@@ -116,24 +110,24 @@ def input_pipeline(data_config: Any, *, split: str = "train", batch_size: int, s
     """
     import jax
 
-    _check_int("batch_size", batch_size, 1)
-    _check_int("seed", seed, 0)
-    _check_int("prefetch", prefetch, 0)
+    check_int(batch_size, "batch_size", 1)
+    check_int(seed, "seed", 0)
+    check_int(prefetch, "prefetch", 0)
     shard_index = jax.process_index() if shard_index is None else shard_index
     shard_count = jax.process_count() if shard_count is None else shard_count
-    _check_int("shard_count", shard_count, 1)
+    check_int(shard_count, "shard_count", 1)
     if not isinstance(shard_index, (int, np.integer)) or not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index must be in [0, shard_count) = [0, {shard_count}); got "
                          f"{shard_index!r}")
     if num_epochs is not None:
-        _check_int("num_epochs", num_epochs, 1)
+        check_int(num_epochs, "num_epochs", 1)
     if not drop_remainder and shard_count > 1:
         raise ValueError(f"drop_remainder=False needs shard_count == 1 (got {shard_count}): "
                          f"the last, smaller batch would differ between processes")
     opened = open_dataset(data_config)
     options = opened.options
     worker_count = options.worker_count if worker_count is None else worker_count
-    _check_int("worker_count", worker_count, 0)
+    check_int(worker_count, "worker_count", 0)
     source = opened.source(split)
     num_examples = len(source)
     global_batch = batch_size * shard_count
@@ -184,7 +178,7 @@ def load_split(data_config: Any, split: str, max_examples: int | None = None
       N = min(split size, max_examples).
     """
     if max_examples is not None:
-        _check_int("max_examples", max_examples, 1)
+        check_int(max_examples, "max_examples", 1)
     opened = open_dataset(data_config)
     options = opened.options
     source = opened.source(split)

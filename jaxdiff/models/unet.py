@@ -30,13 +30,7 @@ from jaxdiff.models.layers import (
     timestep_embedding,
     upsample_nearest,
 )
-from jaxdiff.validation import check_images, is_concrete
-
-
-def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
+from jaxdiff.validation import check_images, check_int, is_concrete
 
 
 def _check_dtype(name: str, value) -> str:
@@ -59,11 +53,11 @@ def check_model_kwargs(*, image_size, in_channels, out_channels, base_channels, 
 
     Raises ValueError / TypeError naming the bad value and what is accepted.
     """
-    image_size = _check_positive_int("image_size", image_size)
-    in_channels = _check_positive_int("in_channels", in_channels)
-    out_channels = in_channels if out_channels is None else _check_positive_int(
-        "out_channels", out_channels)
-    base_channels = _check_positive_int("base_channels", base_channels)
+    image_size = check_int(image_size, "image_size")
+    in_channels = check_int(in_channels, "in_channels")
+    out_channels = in_channels if out_channels is None else check_int(
+        out_channels, "out_channels")
+    base_channels = check_int(base_channels, "base_channels")
     if isinstance(channel_mults, (str, bytes)) or not hasattr(channel_mults, "__iter__"):
         raise TypeError(f"channel_mults must be a sequence of positive integers; got "
                         f"{channel_mults!r}")
@@ -71,9 +65,9 @@ def check_model_kwargs(*, image_size, in_channels, out_channels, base_channels, 
     if not channel_mults:
         raise ValueError("channel_mults must name at least one level, e.g. (1, 2, 2); got ()")
     for m in channel_mults:
-        _check_positive_int("each channel_mults entry", m)
+        check_int(m, "each channel_mults entry")
     channel_mults = tuple(int(m) for m in channel_mults)
-    num_res_blocks = _check_positive_int("num_res_blocks", num_res_blocks)
+    num_res_blocks = check_int(num_res_blocks, "num_res_blocks")
     num_levels = len(channel_mults)
     factor = 2 ** (num_levels - 1)
     if image_size % factor:
@@ -88,7 +82,7 @@ def check_model_kwargs(*, image_size, in_channels, out_channels, base_channels, 
             raise ValueError(f"attention_resolutions must be feature-map sizes of this UNet "
                              f"{sizes} (image_size={image_size}, {num_levels} levels); got {r!r}")
     attention_resolutions = tuple(sorted({int(r) for r in attention_resolutions}, reverse=True))
-    num_heads = _check_positive_int("num_heads", num_heads)
+    num_heads = check_int(num_heads, "num_heads")
     channels = [base_channels * m for m in channel_mults]
     attn_channels = {channels[-1]} | {c for c, s in zip(channels, sizes)
                                       if s in attention_resolutions}
@@ -99,12 +93,12 @@ def check_model_kwargs(*, image_size, in_channels, out_channels, base_channels, 
                              f"{sorted(attn_channels)}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"dropout must be a rate in [0, 1); got {dropout!r}")
-    num_groups = _check_positive_int("num_groups", num_groups)
+    num_groups = check_int(num_groups, "num_groups")
     for c in sorted(set(channels)):
         if c % num_groups:
             raise ValueError(f"num_groups={num_groups} must divide every level's channels "
                              f"{channels} (base_channels * channel_mults)")
-    num_classes = _check_positive_int("num_classes", num_classes, minimum=0)
+    num_classes = check_int(num_classes, "num_classes", 0)
     if not isinstance(remat, (bool, np.bool_)):
         raise TypeError(f"remat must be True or False; got {remat!r}")
     return dict(image_size=image_size, in_channels=in_channels, out_channels=out_channels,
