@@ -175,26 +175,21 @@ def report(results: dict, info: dict, mode: str, elapsed_s: float, with_torch: b
               "-" if r["torch_mfu"] is None else f"{100 * r['torch_mfu']:.0f}%"]
              for r in m["rows"]]))
         parts.append("")
-    if "sampling" in results:
-        parts.append("\n**Sampling** (seconds per batch)\n")
-        parts.append(sampling_speed.table(results["sampling"]))
-        parts.append("")
-    if "compile" in results:
-        parts.append("\n**Compile time** (ahead of time, nothing executed)\n")
-        parts.append(compile_time.table(results["compile"]))
-        parts.append("")
-    if "startup" in results:
-        parts.append("\n**Start-up and memory**\n")
-        parts.append(startup.table(results["startup"]))
-        parts.append("")
-    if "scaling" in results:
-        parts.append("\n**Simulated CPU devices** (same physical cores: overhead, not speed-up)\n")
-        parts.append(scaling.cpu_table(results["scaling"]))
-        parts.append("")
-    if results.get("accelerator"):
-        parts.append("\n**cifar10 preset on the accelerator**\n")
-        parts.append(scaling.accelerator_table(results["accelerator"]))
-        parts.append("")
+    # (results key, heading, what the figures are, table renderer); a section with no
+    # figures (e.g. no accelerator) is left out.
+    table_sections = (
+        ("sampling", "Sampling", "(seconds per batch)", sampling_speed.table),
+        ("compile", "Compile time", "(ahead of time, nothing executed)", compile_time.table),
+        ("startup", "Start-up and memory", "", startup.table),
+        ("scaling", "Simulated CPU devices", "(same physical cores: overhead, not speed-up)",
+         scaling.cpu_table),
+        ("accelerator", "cifar10 preset on the accelerator", "", scaling.accelerator_table),
+    )
+    for key, heading, note, table in table_sections:
+        if results.get(key):
+            parts.append(f"\n**{heading}** {note}".rstrip() + "\n")
+            parts.append(table(results[key]))
+            parts.append("")
     lines = targets(results)
     if lines:
         parts.append("\n**Targets**\n")
