@@ -13,6 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 
 
+class InputError(ValueError):
+    """Bad user input found at an API or CLI boundary: a wrong value, shape, name, file or folder.
+
+    The CLI prints exactly these (and their subclasses) as a one-paragraph message with exit code
+    2; any other exception is a bug and keeps its traceback. Subclassing ValueError keeps callers
+    that catch ValueError working.
+    """
+
+
 def check_int(value, what: str, minimum: int = 1, maximum: int | None = None) -> int:
     """Returns `value` as an int if it is an integer (not a bool) in [minimum, maximum], else
     raises ValueError naming `what`, the value and the accepted range."""
