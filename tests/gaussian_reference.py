@@ -3,6 +3,9 @@
 For data x0 ~ N(mu, s^2 I) and x_t = sqrt(a) x0 + sqrt(1 - a) eps (a = alphas_cumprod[t]),
   E[x0 | x_t] = mu + sqrt(a) s^2 / (a s^2 + 1 - a) (x_t - sqrt(a) mu),
 and eps, v follow from x_t = sqrt(a) x0 + sqrt(1 - a) eps, v = sqrt(a) eps - sqrt(1 - a) x0.
+At a float timestep (diffusers' fractional Euler/Heun lists) the models read the level
+a = 1 / (1 + sigma(t)^2), sigma interpolated linearly in t between the table's
+sqrt((1 - a) / a) (zero terminal SNR as 2**-24, as diffusers); an integer t reads a[t].
 
 The reference samplers are written from the papers (not from jaxdiff) in float64 numpy:
 DDPM (Ho et al. 2020, eqs. 6-7, posterior on the timestep subsequence), DDIM (Song et al. 2021,
@@ -18,9 +21,20 @@ import jax.numpy as jnp
 import numpy as np
 
 
+ZERO_SNR = 2.0 ** -24
+
+
 # ----------------------------------------------------------------------------- JAX models
+def _level_jax(abar, t):
+    if jnp.issubdtype(t.dtype, jnp.integer):
+        return abar[t]
+    ac = jnp.where(abar == 0, ZERO_SNR, abar)
+    sigma = jnp.interp(t, jnp.arange(ac.shape[0], dtype=t.dtype), jnp.sqrt((1 - ac) / ac))
+    return 1.0 / (1.0 + sigma ** 2)
+
+
 def _x0_jax(params, x, t):
-    a = params["abar"][t].reshape(-1, 1, 1, 1)
+    a = _level_jax(params["abar"], t).reshape(-1, 1, 1, 1)
     mu, s2 = params["mu"], params["s"] ** 2
     return mu + jnp.sqrt(a) * s2 / (a * s2 + 1.0 - a) * (x - jnp.sqrt(a) * mu), a
 
@@ -51,6 +65,24 @@ def jax_model(prediction_type, abar, mu, s):
 
 
 # ----------------------------------------------------------------------------- numpy float64
+def sigma_np(abar, t) -> float:
+    """Karras sigma at timestep t (0 for t < 0), interpolated linearly for a float t."""
+    if t < 0:
+        return 0.0
+    ac = np.where(abar == 0, ZERO_SNR, np.asarray(abar, np.float64))
+    table = np.sqrt((1 - ac) / ac)
+    if isinstance(t, (float, np.floating)):
+        return float(np.interp(t, np.arange(len(table)), table))
+    return float(table[t])
+
+
+def level_np(abar, t) -> float:
+    """The alphas_cumprod the Gaussian models read at timestep t (see the module docstring)."""
+    if isinstance(t, (float, np.floating)):
+        return 1.0 / (1.0 + sigma_np(abar, t) ** 2)
+    return float(np.float64(abar[t]))
+
+
 def x0_np(abar_t, x, mu, s):
     a = np.float64(abar_t)
     return mu + np.sqrt(a) * s ** 2 / (a * s ** 2 + 1.0 - a) * (x - np.sqrt(a) * mu)
@@ -81,19 +113,23 @@ def threshold_np(x0, ratio, max_value):
 
 
 def reference(method, model_np, abar, ts, x_T, *, prediction_type="epsilon", noise=None, eta=0.0,
-              variance_type="fixed_small", leading=False, clip=None, thresh=None):
+              variance_type="fixed_small", leading=False, clip=None, thresh=None,
+              ddim_target="t - T // n", final_alpha=1.0):
     """Runs `method` in float64; returns (x_final, x_t list (VP scale), pred_x0 list).
 
     model_np(x_vp, t) -> model output (float64) in `prediction_type`. abar: alphas_cumprod
-    table. clip: clip bound for x0 or None. thresh: (ratio, max_value) or None.
+    table. ts: the visited timesteps (floats are fractional timesteps with interpolated sigma).
+    clip: clip bound for x0 or None. thresh: (ratio, max_value) or None. ddim_target: where a
+    DDIM step from t goes, "t - T // n" (DDIM paper's uniform stride, diffusers) or "next"
+    (the next listed timestep); a target below 0 has alphas_cumprod `final_alpha`.
     """
     abar = np.asarray(abar, np.float64)
     x = np.asarray(x_T, np.float64)
     n = len(ts)
     noise = np.zeros((n,) + x.shape) if noise is None else np.asarray(noise, np.float64)
 
-    def ab(t):
-        return 1.0 if t < 0 else abar[t]
+    def ab(t, final=1.0):
+        return final if t < 0 else abar[t]
 
     def den(xv, t, a):
         x0, eps = to_x0_eps_np(prediction_type, a, xv, model_np(xv, t))
@@ -104,10 +140,12 @@ def reference(method, model_np, abar, ts, x_T, *, prediction_type="epsilon", noi
         return x0, eps
 
     nxt = list(ts[1:]) + [-1]
+    if method == "ddim" and ddim_target == "t - T // n":
+        nxt = [t - len(abar) // n for t in ts]
     xs, x0s = [], []
     if method in ("ddpm", "ddim"):
         for k, (t, s) in enumerate(zip(ts, nxt)):
-            a_t, a_s = ab(t), ab(s)
+            a_t, a_s = ab(t), ab(s, final_alpha if method == "ddim" else 1.0)
             x0, eps = den(x, t, a_t)
             xs.append(x), x0s.append(x0)
             if method == "ddpm":
@@ -121,8 +159,7 @@ def reference(method, model_np, abar, ts, x_T, *, prediction_type="epsilon", noi
         return x, xs, x0s
 
     # sigma-space methods: zero terminal SNR uses abar = 2**-24, as diffusers
-    abar_s = np.where(abar == 0, 2.0 ** -24, abar)
-    sigma = [np.sqrt((1 - abar_s[t]) / abar_s[t]) for t in ts] + [0.0]
+    sigma = [sigma_np(abar, t) for t in ts] + [0.0]
 
     def den_sigma(xe, k):  # D(x; sigma_k) with the model on x / sqrt(sigma^2 + 1)
         xv = xe / np.sqrt(sigma[k] ** 2 + 1)

@@ -155,6 +155,6 @@ def test_trajectory_has_documented_shapes():
                       num_steps=6, return_trajectory=True)
     assert set(traj) == {"x_t", "pred_x0", "timesteps"}
     assert traj["x_t"].shape == traj["pred_x0"].shape == (6,) + SHAPE
-    np.testing.assert_array_equal(traj["timesteps"], timesteps(SCHEDULE, 6))
+    np.testing.assert_array_equal(traj["timesteps"], timesteps(SCHEDULE, 6, method="dpmpp_2m"))
     np.testing.assert_array_equal(traj["x_t"][0], X_T)
     np.testing.assert_array_equal(x0, traj["pred_x0"][-1])  # last step to sigma = 0 returns x0

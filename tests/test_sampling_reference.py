@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gaussian_reference import jax_model, output_np, reference
+from gaussian_reference import jax_model, level_np, output_np, reference
 
 from jaxdiff.sampling import sample, timesteps
 from jaxdiff.schedules import make_schedule
@@ -25,7 +25,7 @@ def _pred_x0_atol(abar, ts, xs):
     """Per-step atol for pred_x0: ATOL plus the float32 rounding that x0 = (x - sqrt(1-a) eps)
     / sqrt(a) amplifies by sigma = sqrt((1 - a) / a) (about 160 at t = 999 of "linear"); the
     inputs are the same, so this is the conditioning of the conversion, not a sampler error."""
-    a = np.maximum(abar[ts], 2.0 ** -24)
+    a = np.maximum([level_np(abar, t) for t in ts], 2.0 ** -24)
     sigma = np.sqrt((1 - a) / a)
     scale = np.abs(np.stack(xs)).reshape(len(ts), -1).max(axis=1) + 1.0
     return (ATOL + 16 * EPS32 * sigma * scale).reshape(-1, 1, 1, 1, 1)
@@ -33,7 +33,7 @@ def _pred_x0_atol(abar, ts, xs):
 
 def _run_and_compare(schedule, method, prediction_type, spacing, *, mu=MU, s=S, eta=0.0,
                      variance_type="fixed_small", num_steps=NUM_STEPS, steps_offset=0, seed=0,
-                     clip=None, thresh=None):
+                     clip=None, thresh=None, rule="diffusers", set_alpha_to_one=True):
     rng = np.random.default_rng(seed)
     x_T = rng.standard_normal(SHAPE).astype(np.float32)
     noise = rng.standard_normal((num_steps,) + SHAPE).astype(np.float32)
@@ -47,12 +47,15 @@ def _run_and_compare(schedule, method, prediction_type, spacing, *, mu=MU, s=S, 
     x0, traj = sample(jax_model(prediction_type, abar, mu, s), schedule, x_T, method=method,
                       num_steps=num_steps, prediction_type=prediction_type, spacing=spacing,
                       eta=eta, noise=noise, variance_type=variance_type,
-                      steps_offset=steps_offset, return_trajectory=True, **kwargs)
-    ts = timesteps(schedule, num_steps, spacing, steps_offset)
+                      steps_offset=steps_offset, return_trajectory=True, timestep_rule=rule,
+                      set_alpha_to_one=set_alpha_to_one, **kwargs)
+    ts = timesteps(schedule, num_steps, spacing, steps_offset, method=method, rule=rule)
     ref_x0, ref_xs, ref_pred = reference(
-        method, lambda x, t: output_np(prediction_type, abar[t], x, mu, s), abar, ts, x_T,
-        prediction_type=prediction_type, noise=noise, eta=eta, variance_type=variance_type,
-        leading=spacing == "leading", clip=clip, thresh=thresh)
+        method, lambda x, t: output_np(prediction_type, level_np(abar, t), x, mu, s), abar, ts,
+        x_T, prediction_type=prediction_type, noise=noise, eta=eta, variance_type=variance_type,
+        leading=spacing == "leading", clip=clip, thresh=thresh,
+        ddim_target="t - T // n" if rule == "diffusers" else "next",
+        final_alpha=1.0 if set_alpha_to_one else float(abar[0]))
     np.testing.assert_array_equal(traj["timesteps"], ts)
     np.testing.assert_allclose(traj["x_t"], np.stack(ref_xs), rtol=RTOL, atol=ATOL)
     err = np.abs(np.asarray(traj["pred_x0"]) - np.stack(ref_pred))
@@ -67,6 +70,18 @@ def _run_and_compare(schedule, method, prediction_type, spacing, *, mu=MU, s=S, 
 def test_trajectory_matches_float64_reference(method, prediction_type, spacing):
     eta = 0.6 if method == "ddim" else 0.0
     _run_and_compare(make_schedule("linear", 1000), method, prediction_type, spacing, eta=eta)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_shared_timestep_rule_matches_float64_reference_stepping_along_one_list(method):
+    _run_and_compare(make_schedule("linear", 1000), method, "epsilon", "linspace", eta=0.6,
+                     rule="shared")
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_ddim_without_alpha_one_matches_float64_reference(spacing):
+    _run_and_compare(make_schedule("scaled_linear", 1000), "ddim", "v_prediction", spacing,
+                     eta=0.6, steps_offset=1, set_alpha_to_one=False)
 
 
 @pytest.mark.parametrize("prediction_type", PREDICTIONS)

@@ -1,9 +1,12 @@
 """What every sampler shares: the step interface, the denoiser (guidance, parameterisation,
 clipping, thresholding) and the discrete sigmas of the sigma-space methods.
 
-A sampler is a `Sampler` of pure functions. Its `step` gets a `denoise(x, t) -> (x0, eps)`
-function that hides the model, classifier-free guidance, the prediction type and clipping, so
-each update rule is written once, on (x0, eps) (k-diffusion's Denoiser wrapper).
+A sampler is a `Sampler` of pure functions. Its `step` gets a
+`denoise(x, t, alpha, sigma) -> (x0, eps)` function that hides the model, classifier-free
+guidance, the prediction type and clipping, so each update rule is written once, on (x0, eps)
+(k-diffusion's Denoiser wrapper). The step says at which noise level x = alpha x0 + sigma eps the
+model's output is read: a table entry for DDPM/DDIM, the (possibly interpolated) Karras sigma for
+the sigma-space methods.
 """
 
 from __future__ import annotations
@@ -11,13 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 
-from jaxdiff.diffusion import to_x0_and_eps
 from jaxdiff.schedules import NoiseSchedule
 
-Denoise = Callable[[jnp.ndarray, jnp.ndarray], tuple[jnp.ndarray, jnp.ndarray]]
+Denoise = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray],
+                   tuple[jnp.ndarray, jnp.ndarray]]
 
 # diffusers' Euler/Heun/DPM-Solver schedulers replace a zero alphas_cumprod (zero terminal SNR)
 # with 2**-24, "close to 0 without being 0 so first sigma is not inf".
@@ -27,10 +29,11 @@ ZERO_SNR_ALPHA_CUMPROD = 2.0 ** -24
 class StepInput(NamedTuple):
     """What the scan feeds step k (all scalars except noise).
 
-    k: int32 step index, 0 first. t: int32 timestep of step k. t_prev: timestep of step k-1
-    (t itself at k = 0). t_next: timestep of step k+1, -1 after the last step ("t = -1" means
-    the clean image, alphas_cumprod = 1, sigma = 0). noise: standard normal draw for step k,
-    shape of x (zeros when the run has no noise source).
+    k: int32 step index, 0 first. t: timestep of step k, the model's `t` (int32, or float32 for
+    the fractional Euler/Heun lists). t_prev: timestep of step k-1 (t itself at k = 0). t_next:
+    the timestep step k goes to (`spacing.next_timesteps`); -1 means the clean image
+    (alphas_cumprod = 1, or the run's final_alpha_cumprod for DDIM; sigma = 0). noise: standard
+    normal draw for step k, shape of x (zeros when the run has no noise source).
     """
 
     k: jnp.ndarray
@@ -43,10 +46,11 @@ class StepInput(NamedTuple):
 class Context(NamedTuple):
     """Run-wide values a step may read.
 
-    schedule: the NoiseSchedule. denoise: (x_vp, t scalar) -> (x0, eps), where x_vp is the
-    image in the variance-preserving scale of q(x_t | x_0). num_steps: static int. eta: traced
-    float (DDIM). variance_type: static str (DDPM). leading: traced bool, whether the spacing is
-    "leading" (Euler/Heun initial sigma rule).
+    schedule: the NoiseSchedule. denoise: (x_vp, t, alpha, sigma) -> (x0, eps), see
+    `make_denoise`. num_steps: static int. eta: traced float (DDIM). variance_type: static str
+    (DDPM). leading: traced bool, whether the spacing is "leading" (Euler/Heun initial sigma
+    rule). final_alpha_cumprod: traced float, alphas_cumprod of the clean image that DDIM's last
+    step goes to (1, or alphas_cumprod[0] for diffusers' `set_alpha_to_one=False`).
     """
 
     schedule: NoiseSchedule
@@ -55,14 +59,15 @@ class Context(NamedTuple):
     eta: jnp.ndarray
     variance_type: str
     leading: jnp.ndarray
+    final_alpha_cumprod: jnp.ndarray | float = 1.0
 
 
 class Sampler(NamedTuple):
     """A sampler: `init(ctx, x_T, t_0) -> carry`; `step(ctx, carry, StepInput) -> (carry, x_vp,
     pred_x0)` (x_vp the state before the step in the variance-preserving scale, pred_x0 the
-    denoiser's x0 there); `final(ctx, carry) -> x_0`. `stochastic` says whether it draws noise; `sigma_space` that
-    it works on sigma = sqrt((1 - abar) / abar) and converts model outputs with
-    `sigma_space_schedule` (zero terminal SNR handled as in diffusers).
+    denoiser's x0 there); `final(ctx, carry) -> x_0`. `stochastic` says whether it draws noise;
+    `sigma_space` that it works on sigma = sqrt((1 - abar) / abar), interpolated between the
+    table's entries at fractional timesteps (zero terminal SNR handled as in diffusers).
     """
 
     init: Callable[[Context, jnp.ndarray, jnp.ndarray], Any]
@@ -72,10 +77,16 @@ class Sampler(NamedTuple):
     sigma_space: bool = False
 
 
-def alpha_cumprod_at(schedule: NoiseSchedule, t: jnp.ndarray) -> jnp.ndarray:
-    """alphas_cumprod[t], with 1.0 for t < 0 (the clean image after the last step)."""
+def alpha_cumprod_at(schedule: NoiseSchedule, t: jnp.ndarray, final=1.0) -> jnp.ndarray:
+    """alphas_cumprod[t] for an integer timestep, `final` for t < 0 (the clean image)."""
     safe = jnp.maximum(t, 0)
-    return jnp.where(t >= 0, schedule.alphas_cumprod[safe], jnp.ones((), jnp.float32))
+    return jnp.where(t >= 0, schedule.alphas_cumprod[safe],
+                     jnp.asarray(final, schedule.alphas_cumprod.dtype))
+
+
+def vp_coefficients(alpha_cumprod: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(alpha, sigma) = (sqrt(abar), sqrt(1 - abar)) of x_vp = alpha x0 + sigma eps."""
+    return jnp.sqrt(alpha_cumprod), jnp.sqrt(1.0 - alpha_cumprod)
 
 
 def sigma_space_alpha_cumprod(schedule: NoiseSchedule) -> jnp.ndarray:
@@ -85,22 +96,25 @@ def sigma_space_alpha_cumprod(schedule: NoiseSchedule) -> jnp.ndarray:
 
 
 def sigma_at(schedule: NoiseSchedule, t: jnp.ndarray) -> jnp.ndarray:
-    """Karras sigma = sqrt((1 - abar_t) / abar_t) at timestep t; 0 for t < 0."""
+    """Karras sigma = sqrt((1 - abar_t) / abar_t) at timestep t; 0 for t < 0.
+
+    An integer t reads the table; a float t is interpolated linearly between its neighbours
+    (diffusers' Euler/Heun `np.interp` of the sigmas), so whole-number floats read the table too.
+    """
     ac = sigma_space_alpha_cumprod(schedule)
-    sig = jnp.sqrt((1.0 - ac[jnp.maximum(t, 0)]) / ac[jnp.maximum(t, 0)])
+    table = jnp.sqrt((1.0 - ac) / ac)
+    if jnp.issubdtype(t.dtype, jnp.integer):
+        sig = table[jnp.maximum(t, 0)]
+    else:
+        sig = jnp.interp(t, jnp.arange(table.shape[0], dtype=t.dtype), table)
     return jnp.where(t >= 0, sig, jnp.zeros((), sig.dtype))
 
 
-def sigma_space_schedule(schedule: NoiseSchedule) -> NoiseSchedule:
-    """The schedule the sigma-space samplers convert model outputs with.
-
-    Identical to `schedule` except where alphas_cumprod is exactly 0 (zero terminal SNR), which
-    becomes 2**-24 as in diffusers; sqrt_alphas_cumprod and sqrt_one_minus_alphas_cumprod are
-    recomputed from it so that 1 / sqrt(sigma^2 + 1) is the model-input scale.
-    """
-    ac = sigma_space_alpha_cumprod(schedule)
-    return schedule.replace(alphas_cumprod=ac, sqrt_alphas_cumprod=jnp.sqrt(ac),
-                            sqrt_one_minus_alphas_cumprod=jnp.sqrt(1.0 - ac))
+def sigma_to_vp(sig: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(alpha, sigma) of the variance-preserving scale for Karras sigma `sig`: alpha = 1 /
+    sqrt(sig^2 + 1), sigma = sig alpha; sig = 0 gives (1, 0)."""
+    alpha = 1.0 / jnp.sqrt(sig ** 2 + 1.0)
+    return alpha, sig * alpha
 
 
 def threshold(x0: jnp.ndarray, ratio: jnp.ndarray, max_value: jnp.ndarray) -> jnp.ndarray:
@@ -123,22 +137,37 @@ def threshold(x0: jnp.ndarray, ratio: jnp.ndarray, max_value: jnp.ndarray) -> jn
     return (jnp.clip(x0, -s, s) / s).astype(x0.dtype)
 
 
-def make_denoise(model_fn, schedule: NoiseSchedule, prediction_type: str, *,
-                 labels=None, null_label=None, guidance_scale=None, clip_sample: bool = False,
-                 clip_sample_range=1.0, thresholding: bool = False,
-                 dynamic_thresholding_ratio=0.995) -> Denoise:
-    """Builds denoise(x_vp, t) -> (x0, eps) for one run.
+def x0_and_eps(x, model_output, alpha, sigma, prediction_type: str):
+    """(x0, eps) from a model output at the noise level x = alpha x0 + sigma eps.
 
-    With `labels`, the model is called once on the doubled batch (x, x), (t, t),
-    (labels, null_label) and its output combined as uncond + g * (cond - uncond) (Ho & Salimans
-    2022, eq. 6, written on the model output whatever its parameterisation, as the diffusers
-    pipelines do). The output is converted to (x0, eps) by `jaxdiff.diffusion.to_x0_and_eps`;
-    then x0 (not eps, as in diffusers) is thresholded (if `thresholding`) or else clipped to
-    [-clip_sample_range, clip_sample_range] (if `clip_sample`).
+    The same conversions as `jaxdiff.diffusion.to_x0_and_eps` (DDPM eq. 4 solved for x0;
+    v = alpha eps - sigma x0, Salimans & Ho 2022), written on the level (alpha, sigma) instead of
+    a table index, because Euler/Heun evaluate the model between the table's entries.
+    """
+    if prediction_type == "epsilon":
+        return (x - sigma * model_output) / alpha, model_output
+    if prediction_type == "sample":
+        return model_output, (x - alpha * model_output) / sigma
+    return alpha * x - sigma * model_output, alpha * model_output + sigma * x
+
+
+def make_denoise(model_fn, prediction_type: str, *, labels=None, null_label=None,
+                 guidance_scale=None, clip_sample: bool = False, clip_sample_range=1.0,
+                 thresholding: bool = False, dynamic_thresholding_ratio=0.995) -> Denoise:
+    """Builds denoise(x_vp, t, alpha, sigma) -> (x0, eps) for one run.
+
+    The model is called on (x_vp, t) with t broadcast to (batch,) in its own dtype (int32, or
+    float32 for fractional timesteps), and its output read at the noise level
+    x_vp = alpha x0 + sigma eps (see `x0_and_eps`). With `labels`, the model is called once on
+    the doubled batch (x, x), (t, t), (labels, null_label) and its output combined as
+    uncond + g * (cond - uncond) (Ho & Salimans 2022, eq. 6, written on the model output whatever
+    its parameterisation, as the diffusers pipelines do). Then x0 (not eps, as in diffusers) is
+    thresholded (if `thresholding`) or else clipped to [-clip_sample_range, clip_sample_range]
+    (if `clip_sample`).
     """
 
-    def denoise(x, t):
-        tb = jnp.full((x.shape[0],), t, jnp.int32)
+    def denoise(x, t, alpha, sigma):
+        tb = jnp.full((x.shape[0],), t, t.dtype)
         if labels is None:
             out = model_fn(x, tb)
         else:
@@ -147,7 +176,8 @@ def make_denoise(model_fn, schedule: NoiseSchedule, prediction_type: str, *,
             cond, uncond = jnp.split(both, 2)
             out = uncond + guidance_scale * (cond - uncond)
         out = out.astype(x.dtype)
-        x0, eps = to_x0_and_eps(schedule, x, tb, out, prediction_type)
+        x0, eps = x0_and_eps(x, out, alpha.astype(x.dtype), sigma.astype(x.dtype),
+                             prediction_type)
         if thresholding:
             x0 = threshold(x0, dynamic_thresholding_ratio, clip_sample_range)
         elif clip_sample:
@@ -155,8 +185,3 @@ def make_denoise(model_fn, schedule: NoiseSchedule, prediction_type: str, *,
         return x0, eps
 
     return denoise
-
-
-def tree_select(pred, a, b):
-    """jnp.where over two pytrees of the same structure."""
-    return jax.tree_util.tree_map(lambda u, v: jnp.where(pred, u, v), a, b)

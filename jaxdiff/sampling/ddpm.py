@@ -1,6 +1,7 @@
 """DDPM ancestral sampling (Ho et al. 2020, eqs. 6-7) on a subsequence of timesteps.
 
-From x_t at timestep t to the next listed timestep s (-1 after the last, abar_{-1} = 1), with
+From x_t at timestep t to the next listed timestep s (-1 after the last, abar_{-1} = 1, as
+diffusers' DDPMScheduler `previous_timestep` for every spacing), with
 alpha = abar_t / abar_s and beta = 1 - alpha (the one-step values of the subsequence):
 
   mean = sqrt(abar_s) beta / (1 - abar_t) x0 + sqrt(alpha) (1 - abar_s) / (1 - abar_t) x_t
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxdiff.sampling.base import Context, Sampler, StepInput, alpha_cumprod_at
+from jaxdiff.sampling.base import Context, Sampler, StepInput, alpha_cumprod_at, vp_coefficients
 
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
 
@@ -26,7 +27,7 @@ def _step(ctx: Context, x, inp: StepInput):
     a_s = alpha_cumprod_at(ctx.schedule, inp.t_next)
     alpha = a_t / a_s
     beta = 1.0 - alpha
-    x0, _ = ctx.denoise(x, inp.t)
+    x0, _ = ctx.denoise(x, inp.t, *vp_coefficients(a_t))
     mean = (jnp.sqrt(a_s) * beta / (1.0 - a_t)) * x0 + (jnp.sqrt(alpha) * (1.0 - a_s)
                                                         / (1.0 - a_t)) * x
     if ctx.variance_type == "fixed_small":

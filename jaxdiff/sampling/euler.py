@@ -3,7 +3,9 @@ without churn; diffusers' EulerDiscreteScheduler with its defaults).
 
 The state is x = x_vp * sqrt(sigma^2 + 1) with sigma_t = sqrt((1 - abar_t) / abar_t) at the
 listed timesteps and sigma = 0 after the last. The model sees x / sqrt(sigma^2 + 1) and t;
-d = (x - x0) / sigma; x_next = x + (sigma_next - sigma) d.
+d = (x - x0) / sigma; x_next = x + (sigma_next - sigma) d. diffusers' default "linspace" list is
+fractional (999, 908.18..., ... for 12 steps): sigma is then interpolated linearly in t between
+the table's entries and the model gets the float32 timestep, as EulerDiscreteScheduler does.
 
 The start is x_T times diffusers' `init_noise_sigma`: sigma_max for "linspace" and "trailing",
 sqrt(sigma_max^2 + 1) for "leading" (sigma_max the sigma of the first timestep).
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxdiff.sampling.base import Context, Sampler, StepInput, sigma_at
+from jaxdiff.sampling.base import Context, Sampler, StepInput, sigma_at, sigma_to_vp
 
 
 def init_noise_sigma(ctx: Context, t0):
@@ -24,8 +26,9 @@ def init_noise_sigma(ctx: Context, t0):
 
 def denoise_sigma(ctx: Context, x, t, sig):
     """(x_vp, x0) for the sigma-space state x at timestep t with sigma `sig`."""
+    alpha, sigma = sigma_to_vp(sig)
     x_vp = x / jnp.sqrt(sig ** 2 + 1.0)
-    x0, _ = ctx.denoise(x_vp, t)
+    x0, _ = ctx.denoise(x_vp, t, alpha, sigma)
     return x_vp, x0
 
 

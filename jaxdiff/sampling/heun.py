@@ -11,7 +11,8 @@ n steps calls the model 2n - 1 times (the last step skips its correction with `l
 Computed as x' = r x + (1 - r) D(x; sigma_i), r = sigma_{i+1} / sigma_i, and
 x_{i+1} = x' + (sigma_{i+1} - sigma_i) / (2 sigma_{i+1}) (D(x; sigma_i) - D(x'; sigma_{i+1})):
 the same numbers in exact arithmetic, without float32 cancellation when sigma_i is large.
-The start is x_T times diffusers' `init_noise_sigma` (see `euler.py`).
+The start is x_T times diffusers' `init_noise_sigma`, and fractional "linspace" timesteps
+interpolate sigma (see `euler.py`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def _step(ctx: Context, x, inp: StepInput):
     def correct(_):
         # x + dt (d + d') / 2 with d' = d + (x0 - x0') / sigma_next (an identity once x' = x + dt d)
         # is x' + dt / (2 sigma_next) (x0 - x0'): no cancellation of the large state in float32.
-        _, x0_next = denoise_sigma(ctx, x_euler, jnp.maximum(inp.t_next, 0), sig_next)
+        t_next = jnp.maximum(inp.t_next, jnp.zeros((), inp.t_next.dtype))
+        _, x0_next = denoise_sigma(ctx, x_euler, t_next, sig_next)
         return (x_euler + (sig_next - sig) / (2.0 * sig_next) * (x0 - x0_next)).astype(x.dtype)
 
     x_new = jax.lax.cond(inp.k < ctx.num_steps - 1, correct, lambda _: x_euler, None)

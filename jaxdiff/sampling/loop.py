@@ -9,14 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.diffusion import check_prediction_type
-from jaxdiff.sampling.base import Context, Sampler, StepInput, make_denoise, sigma_space_schedule
+from jaxdiff.sampling.base import Context, Sampler, StepInput, make_denoise
 from jaxdiff.sampling.checks import check_eta, check_guidance, check_noise_source, check_range
 from jaxdiff.sampling.ddim import DDIM
 from jaxdiff.sampling.ddpm import DDPM, VARIANCE_TYPES
 from jaxdiff.sampling.dpmpp import DPMPP_2M
 from jaxdiff.sampling.euler import EULER
 from jaxdiff.sampling.heun import HEUN
-from jaxdiff.sampling.spacing import timesteps
+from jaxdiff.sampling.spacing import TIMESTEP_RULES, next_timesteps, timesteps
 from jaxdiff.schedules import NoiseSchedule
 from jaxdiff.validation import check_choice, check_images
 
@@ -33,23 +33,25 @@ _STATIC = ("method", "prediction_type", "variance_type", "clip_sample", "thresho
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _run(model_fn, schedule, x_T, ts, leading, key, noise, eta, labels, null_label,
-         guidance_scale, clip_sample_range, dynamic_thresholding_ratio, *, method, prediction_type,
-         variance_type, clip_sample, thresholding, noise_source, return_trajectory):
+def _run(model_fn, schedule, x_T, ts, t_next, leading, set_alpha_to_one, key, noise, eta, labels,
+         null_label, guidance_scale, clip_sample_range, dynamic_thresholding_ratio, *, method,
+         prediction_type, variance_type, clip_sample, thresholding, noise_source,
+         return_trajectory):
     """The compiled sampler. Everything but the keyword-only options is traced."""
     sampler = SAMPLERS[method]
     num_steps = ts.shape[0]
     denoise = make_denoise(
-        model_fn, sigma_space_schedule(schedule) if sampler.sigma_space else schedule,
-        prediction_type, labels=labels, null_label=null_label, guidance_scale=guidance_scale,
-        clip_sample=clip_sample, clip_sample_range=clip_sample_range, thresholding=thresholding,
+        model_fn, prediction_type, labels=labels, null_label=null_label,
+        guidance_scale=guidance_scale, clip_sample=clip_sample,
+        clip_sample_range=clip_sample_range, thresholding=thresholding,
         dynamic_thresholding_ratio=dynamic_thresholding_ratio)
+    final_alpha_cumprod = jnp.where(set_alpha_to_one, jnp.ones((), jnp.float32),
+                                    schedule.alphas_cumprod[0])
     ctx = Context(schedule=schedule, denoise=denoise, num_steps=num_steps, eta=eta,
-                  variance_type=variance_type, leading=leading)
-    minus_one = jnp.full((1,), -1, jnp.int32)
+                  variance_type=variance_type, leading=leading,
+                  final_alpha_cumprod=final_alpha_cumprod)
     xs = {"k": jnp.arange(num_steps, dtype=jnp.int32), "t": ts,
-          "t_prev": jnp.concatenate([ts[:1], ts[:-1]]),
-          "t_next": jnp.concatenate([ts[1:], minus_one]), "noise": noise}
+          "t_prev": jnp.concatenate([ts[:1], ts[:-1]]), "t_next": t_next, "noise": noise}
 
     def body(carry, step):
         if noise_source == "array":
@@ -84,8 +86,23 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
            clip_sample: bool = False, key=None, noise=None, return_trajectory: bool = False,
            labels=None, guidance_scale=1.0, null_label=None, variance_type: str = "fixed_small",
            clip_sample_range=1.0, thresholding: bool = False, dynamic_thresholding_ratio=0.995,
-           steps_offset: int = 0):
+           steps_offset: int = 0, set_alpha_to_one: bool = True,
+           timestep_rule: str = "diffusers"):
     """Generates images from noise x_T with `num_steps` steps of a sampler.
+
+    By default every method visits the timesteps of its diffusers scheduler for the same
+    `spacing` and `steps_offset` and steps where that scheduler steps (see
+    `jaxdiff.sampling.spacing`), so with the same model, x_T and noise the result equals
+    diffusers' to float32 precision: DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler
+    (dpmsolver++, order 2, midpoint, lower_order_final, final_sigmas_type "zero"),
+    EulerDiscreteScheduler, HeunDiscreteScheduler. The scheduler options Stable Diffusion folders
+    set map onto arguments: `timestep_spacing` -> spacing (diffusers' class defaults, which a
+    config without the key gets, are `spacing.DIFFUSERS_DEFAULT_SPACINGS`), `steps_offset`,
+    `prediction_type`, `clip_sample`, `clip_sample_range`, `thresholding`,
+    `dynamic_thresholding_ratio`, `sample_max_value` -> clip_sample_range with thresholding,
+    `set_alpha_to_one` (DDIM), `variance_type` (DDPM); `beta_schedule` "scaled_linear" /
+    `rescale_betas_zero_snr` are the schedule's (`make_schedule("scaled_linear",
+    rescale_to_zero_terminal_snr=...)`).
 
     The whole loop is one `jax.lax.scan` in one jitted function, compiled once per (x_T shape and
     dtype, method, num_steps, prediction_type, variance_type (ddpm), clip_sample, thresholding,
@@ -100,17 +117,18 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
 
     Args:
       model_fn: `model_fn(x_t, t) -> output` (or `model_fn(x_t, t, labels)` with labels), any
-        JAX callable; x_t (B, H, W, C), t int32 (B,); output of x_t's shape in the
-        parameterisation `prediction_type`.
+        JAX callable; x_t (B, H, W, C), t (B,) int32, or float32 for euler/heun (fractional
+        with "linspace", as diffusers); output of x_t's shape in the parameterisation
+        `prediction_type`.
       schedule: the NoiseSchedule the model was trained with.
       x_T: standard normal noise, float NHWC (B, H, W, C). Euler and Heun multiply it by the
-        initial sigma themselves, as the diffusers pipelines do.
+        initial sigma themselves, as the diffusers pipelines do (`init_noise_sigma`).
       method: "ddpm", "ddim", "dpmpp_2m", "euler" or "heun" (registry `SAMPLERS`).
       num_steps: number of steps n, an int in [1, T].
       prediction_type: "epsilon", "sample" (x0) or "v_prediction".
-      spacing: "leading", "trailing" or "linspace" (see `timesteps`); the same list for every
-        method (for dpmpp_2m, diffusers' DPMSolverMultistepScheduler makes its "leading" and
-        "linspace" lists differently; "trailing" is the same).
+      spacing: "leading", "trailing" or "linspace": the list `timesteps(schedule, num_steps,
+        spacing, steps_offset, method=method, rule=timestep_rule)`. "leading" is jaxdiff's
+        default for every method; diffusers' default is "linspace" for dpmpp_2m, euler, heun.
       eta: DDIM's eta >= 0 (0 deterministic, 1 the DDPM variance); traced; other methods ignore
         it.
       clip_sample: clip the predicted x0 to [-clip_sample_range, clip_sample_range].
@@ -130,7 +148,15 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
         (diffusers' `sample_max_value`).
       thresholding: Imagen dynamic thresholding of x0 (see `base.threshold`); replaces clipping.
       dynamic_thresholding_ratio: the quantile of |x0| used as threshold, in (0, 1].
-      steps_offset: added to "leading" timesteps (diffusers' `steps_offset`).
+      steps_offset: added to "leading" timesteps (diffusers' `steps_offset`, 1 in Stable
+        Diffusion folders); the other spacings ignore it, as in diffusers.
+      set_alpha_to_one: DDIM only (as diffusers' DDIMScheduler): a step to below t = 0 goes to
+        alphas_cumprod = 1 (True) or to alphas_cumprod[0] (False, as Stable Diffusion folders
+        set); traced. The other methods end at the clean image (alphas_cumprod 1, sigma 0).
+      timestep_rule: "diffusers" (each method's scheduler's list and step targets) or "shared"
+        (every method visits the DDIM/DDPM integer list of `spacing` and steps from each listed
+        timestep to the next: one set of noise levels for all methods, and DDIM steps aligned
+        with its list for every spacing).
 
     Returns:
       x_0 of x_T's shape (float32 unless x_T is float64), or with return_trajectory a pair
@@ -140,7 +166,8 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
           by sqrt(sigma^2 + 1));
         "pred_x0": (num_steps, *x_T.shape), the predicted x0 at step k after guidance, clipping
           and thresholding (for heun, that of the step's first model call);
-        "timesteps": (num_steps,) int32, the timestep of step k.
+        "timesteps": (num_steps,), the timestep of step k as the model saw it (int32, float32 for
+          euler/heun under timestep_rule "diffusers").
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -166,11 +193,14 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
     if not isinstance(schedule, NoiseSchedule):
         raise TypeError(f"schedule must be a NoiseSchedule (jaxdiff.schedules.make_schedule); got "
                         f"{type(schedule).__name__}")
-    ts = timesteps(schedule, num_steps, spacing, steps_offset)
+    check_choice("timestep_rule", timestep_rule, TIMESTEP_RULES)
+    ts = timesteps(schedule, num_steps, spacing, steps_offset, method=method, rule=timestep_rule)
+    t_next = next_timesteps(ts, schedule.num_timesteps, method, timestep_rule)
     check_images(x_T, "x_T")
     fn = _as_partial(model_fn)
     for flag, name in ((clip_sample, "clip_sample"), (thresholding, "thresholding"),
-                       (return_trajectory, "return_trajectory")):
+                       (return_trajectory, "return_trajectory"),
+                       (set_alpha_to_one, "set_alpha_to_one")):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False; got {flag!r}")
     eta_value = check_eta(eta)
@@ -187,8 +217,9 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
         check_range(clip_sample_range, "clip_sample_range (the threshold's upper bound)", 1.0)
     dtype = jax.dtypes.canonicalize_dtype(jnp.promote_types(x_T.dtype, jnp.float32))
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
-    return _run(fn, schedule, jnp.asarray(x_T, dtype), jnp.asarray(ts),
+    return _run(fn, schedule, jnp.asarray(x_T, dtype), jnp.asarray(ts), jnp.asarray(t_next),
                 jnp.asarray(spacing == "leading"),
+                jnp.asarray(bool(set_alpha_to_one) or method != "ddim"),
                 key if source == "key" else None, noise if source == "array" else None,
                 f32(eta), jnp.asarray(labels, jnp.int32) if guided else None,
                 jnp.asarray(null_label, jnp.int32) if guided else None,
