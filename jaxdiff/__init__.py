@@ -1,13 +1,11 @@
 """jaxdiff: denoising diffusion models in JAX/Flax.
 
 Heavy submodules (models, training, data) are imported lazily so that `import jaxdiff` stays cheap.
+Importing changes no global state: the measured XLA:CPU defaults are applied by the `jaxdiff`
+command, or explicitly with `jaxdiff.xla_defaults.apply()` before the first JAX computation.
 """
 
 import importlib
-
-from jaxdiff import xla_defaults as _xla_defaults
-
-_xla_defaults.apply()
 
 __version__ = "0.1.0"
 
@@ -23,6 +21,7 @@ _SUBMODULES = (
     "configs",
     "viz",
     "evaluation",
+    "xla_defaults",
 )
 
 

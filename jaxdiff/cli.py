@@ -257,8 +257,11 @@ COMMANDS = {"train": _train, "sample": _sample, "eval": _eval, "noise": _noise, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from jaxdiff import xla_defaults
     from jaxdiff.config_overrides import split_override_args
 
+    # The command owns its process, so it may set XLA's measured CPU defaults (before JAX starts).
+    xla_defaults.apply()
     argv = sys.argv[1:] if argv is None else list(argv)
     _quiet_library_logs()
     try:

@@ -1,4 +1,5 @@
-"""XLA:CPU settings that jaxdiff applies before JAX starts its backends (opt out: JAXDIFF_XLA_DEFAULTS=0).
+"""XLA:CPU settings measured to be faster here; applied by the `jaxdiff` command and the
+benchmarks, and by API users who call `apply()` (opt out: JAXDIFF_XLA_DEFAULTS=0).
 
 Measured on the 2-core CPU with the default digits UNet (train step, batch 64; benchmarks/RESULTS.md):
 XLA 0.10 hands convolutions, dots and reductions to its YNNPACK library by default, and its
@@ -6,10 +7,15 @@ convolutions are slower here than XLA's own (Eigen) ones: keeping YNNPACK for re
 the training step from ~510-560 ms to ~380-400 ms and the forward pass from ~160 ms to ~60 ms.
 
 The flags go into the XLA_FLAGS environment variable, which XLA reads once, when the first JAX
-computation initialises the backends; `import jaxdiff` therefore applies them. A flag the user
-already set in XLA_FLAGS is left as it is, and nothing is changed when the backends are already
-running (the flags could no longer take effect) or when the installed jaxlib is not one whose
-flags were measured (an unknown flag would abort XLA).
+computation initialises the backends, so `apply()` must run before that. `import jaxdiff` does
+not call it: a library must not change process-wide settings on import. A flag the user already
+set in XLA_FLAGS is left as it is, and nothing is changed when the backends are already running
+(the flags could no longer take effect) or when the installed jaxlib is not one whose flags were
+measured (an unknown flag would abort XLA).
+
+Example:
+  >>> from jaxdiff import xla_defaults
+  >>> added = xla_defaults.apply()   # before the first JAX computation  # doctest: +SKIP
 """
 
 from __future__ import annotations
