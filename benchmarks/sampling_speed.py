@@ -68,7 +68,7 @@ def make_loop_runner(model_fn, schedule, method: str, num_steps: int, x_T, key
 
     @jax.jit
     def step(model_fn, schedule, x, k, t, t_nxt, key):
-        ctx = Context(schedule=schedule, denoise=make_denoise(model_fn, schedule, "epsilon"),
+        ctx = Context(schedule=schedule, denoise=make_denoise(model_fn, "epsilon"),
                       num_steps=num_steps, eta=jnp.zeros((), jnp.float32),
                       variance_type="fixed_small", leading=jnp.asarray(True))
         z = (jax.random.normal(jax.random.fold_in(key, k), x.shape, x.dtype)
