@@ -26,15 +26,18 @@ def loss_weight(schedule: NoiseSchedule, t, prediction_type: str, weighting: str
     """Per-example weights of shape (batch,).
 
     "min_snr" is Hang et al. 2023 (eq. 8-9): the x0-loss weight min(SNR, gamma), expressed for
-    the chosen parameterisation: / SNR for epsilon, / (SNR + 1) for v, as is for sample.
+    the chosen parameterisation: / SNR for epsilon, / (SNR + 1) for v, as is for sample. Every
+    weight is finite at every t, also where SNR = 0 (t = T-1 of a zero-terminal-SNR schedule).
     """
     check_choice("loss weighting", weighting, WEIGHTINGS)
     if weighting == "uniform":
         return jnp.ones(t.shape, jnp.float32)
     s = diffusion.snr(schedule, t)
-    clipped = jnp.minimum(s, min_snr_gamma)
     if prediction_type == "epsilon":
-        return clipped / s
+        # min(SNR, gamma) / SNR written as min(1, gamma / SNR): 1 in the limit SNR -> 0 instead of
+        # 0 / 0 (gamma / 0 is inf, and min(1, inf) = 1).
+        return jnp.minimum(1.0, min_snr_gamma / s)
+    clipped = jnp.minimum(s, min_snr_gamma)
     if prediction_type == "v_prediction":
         return clipped / (s + 1.0)
     return clipped

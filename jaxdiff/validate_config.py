@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxdiff.validation import check_choice, check_int
+from jaxdiff.validation import InputError, check_choice, check_int
 
 
 def validate_config(config) -> None:
@@ -16,6 +16,16 @@ def validate_config(config) -> None:
     check_choice("diffusion.prediction_type", d.prediction_type, PREDICTION_TYPES)
     check_choice("diffusion.loss_weighting", d.get("loss_weighting", "uniform"), WEIGHTINGS)
     check_int(d.num_timesteps, "diffusion.num_timesteps", 2)
+    if not float(d.min_snr_gamma) > 0:
+        raise InputError(f"diffusion.min_snr_gamma must be > 0 (the SNR at which min-SNR "
+                         f"weighting clips); got {d.min_snr_gamma!r}")
+    if d.rescale_zero_terminal_snr and d.prediction_type == "epsilon":
+        # At t = T-1 the image is pure noise (sqrt(abar) = 0), so x0 = (x_t - sqrt(1 - abar) eps)
+        # / sqrt(abar) cannot be recovered from a noise prediction: sampling would divide by 0.
+        raise InputError("diffusion.rescale_zero_terminal_snr=True needs "
+                         "diffusion.prediction_type 'v_prediction' or 'sample'; got 'epsilon', "
+                         "whose last sampling step divides by sqrt(alphas_cumprod[T-1]) = 0 "
+                         "(Lin et al. 2024, sec. 3.2)")
     if not 0.0 <= float(d.get("label_dropout", 0.0)) <= 1.0:
         raise ValueError(f"diffusion.label_dropout must be in [0, 1]; got {d.label_dropout!r}")
 
