@@ -73,6 +73,8 @@ BAD = [
      r"clip_sample_range \(the threshold's upper bound\) must be >= 1.0; got 0.5"),
     ({"model_fn": "unet"}, TypeError, r"model_fn must be callable"),
     ({"steps_offset": -1}, ValueError, r"steps_offset must be an integer >= 0"),
+    ({"timestep_rule": "uniform"}, ValueError, r"unknown timestep_rule 'uniform'; choose one of"),
+    ({"set_alpha_to_one": "no"}, TypeError, r"set_alpha_to_one must be True or False; got 'no'"),
 ]
 
 

@@ -1,11 +1,14 @@
-"""Timestep spacings: the lists diffusers' DDIM/DDPM/Euler schedulers make."""
+"""Timestep spacings: the lists diffusers' DDIM/DDPM schedulers make (the per-method lists of
+DPM-Solver++, Euler and Heun are checked against diffusers in test_sampling_diffusers_parity.py),
+where each step goes, and bad arguments."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from jaxdiff.sampling import timesteps
+from jaxdiff.sampling import SAMPLERS, timesteps
+from jaxdiff.sampling.spacing import next_timesteps
 from jaxdiff.schedules import make_schedule
 
 
@@ -20,8 +23,7 @@ def diffusers_rule(spacing, T, n, steps_offset=0):
     return np.round(np.arange(T, 0, -ratio)).astype(np.int64) - 1
 
 
-# verified once against diffusers 0.42.1 DDIMScheduler, DDPMScheduler and EulerDiscreteScheduler
-# (Euler's "linspace" keeps fractions such as 832.5 unrounded; ours are rounded half to even)
+# verified once against diffusers 0.42.1 DDIMScheduler and DDPMScheduler
 HARD_CODED = [
     ("leading", 10, 1, [901, 801, 701, 601, 501, 401, 301, 201, 101, 1]),
     ("leading", 7, 0, [852, 710, 568, 426, 284, 142, 0]),
@@ -68,6 +70,54 @@ def test_steps_offset_applies_only_to_leading():
                                   timesteps(1000, 4, "trailing"))
     np.testing.assert_array_equal(timesteps(1000, 4, "leading", steps_offset=1),
                                   [751, 501, 251, 1])
+
+
+@pytest.mark.parametrize("method", sorted(SAMPLERS))
+def test_shared_rule_gives_every_method_the_ddim_list(method):
+    for spacing in ("leading", "trailing", "linspace"):
+        np.testing.assert_array_equal(
+            timesteps(1000, 7, spacing, 1, method=method, rule="shared"),
+            timesteps(1000, 7, spacing, 1))
+        assert timesteps(1000, 7, spacing, method=method, rule="shared").dtype == np.int32
+
+
+def test_fractional_linspace_of_euler_and_heun_is_not_rounded():
+    for method in ("euler", "heun"):
+        ts = timesteps(1000, 12, "linspace", method=method)
+        assert ts.dtype == np.float32
+        np.testing.assert_allclose(ts, np.linspace(999, 0, 12), rtol=1e-7)
+        assert ts[1] != np.round(ts[1])  # 908.18...
+
+
+def test_dpm_solver_lists_drop_the_last_of_n_plus_one_points():
+    np.testing.assert_array_equal(timesteps(1000, 4, "linspace", method="dpmpp_2m"),
+                                  [999, 749, 500, 250])  # round(999 k / 4), k = 4..1
+    np.testing.assert_array_equal(timesteps(1000, 4, "leading", 1, method="dpmpp_2m"),
+                                  [801, 601, 401, 201])  # 200 k + 1, k = 4..1
+
+
+def test_ddim_steps_to_t_minus_T_over_n_and_others_to_the_next_listed_timestep():
+    ts = timesteps(1000, 7, "linspace")  # 999, 832, 666, 500, 333, 166, 0; T // n = 142
+    np.testing.assert_array_equal(next_timesteps(ts, 1000, "ddim"),
+                                  [857, 690, 524, 358, 191, 24, -1])
+    listed = [832, 666, 500, 333, 166, 0, -1]
+    np.testing.assert_array_equal(next_timesteps(ts, 1000, "ddim", "shared"), listed)
+    for method in ("ddpm", "dpmpp_2m", "euler", "heun"):
+        np.testing.assert_array_equal(next_timesteps(ts, 1000, method), listed)
+
+
+@pytest.mark.parametrize("method,spacing", [("dpmpp_2m", "leading"), ("dpmpp_2m", "linspace")])
+def test_a_list_that_repeats_timesteps_raises(method, spacing):
+    with pytest.raises(ValueError, match=rf"spacing '{spacing}' for dpmpp_2m with num_steps=100 "
+                                         r"repeats timesteps"):
+        timesteps(100, 100, spacing, method=method)
+
+
+def test_unknown_rule_or_method_raises_listing_choices():
+    with pytest.raises(ValueError, match=r"unknown timestep rule 'uniform'; choose one of"):
+        timesteps(1000, 10, rule="uniform")
+    with pytest.raises(ValueError, match=r"unknown sampler 'plms'; choose one of"):
+        timesteps(1000, 10, method="plms")
 
 
 @pytest.mark.parametrize("n", [0, -3, 1001])

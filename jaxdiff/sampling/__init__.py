@@ -1,7 +1,9 @@
 """Sampling: timestep spacings, the samplers (one `lax.scan` each) and classifier-free guidance.
 
-- `timesteps(schedule, num_steps, spacing="leading", steps_offset=0)`: the descending int32
-  timesteps of a run (`spacing.py`).
+- `timesteps(schedule, num_steps, spacing="leading", steps_offset=0, *, method=None,
+  rule="diffusers")`: the descending timesteps of a run, the list the diffusers scheduler of
+  `method` makes (int32; float32 for euler/heun) (`spacing.py`). `DIFFUSERS_DEFAULT_SPACINGS`:
+  each method's diffusers scheduler's default spacing; `TIMESTEP_RULES`: "diffusers", "shared".
 - `sample(model_fn, schedule, x_T, *, method, num_steps, ...)`: one compiled run of a sampler
   (`loop.py`); pass `jax.tree_util.Partial(apply_fn, params)` as model_fn to reuse the compiled
   sampler across parameter updates.
@@ -13,7 +15,7 @@
 from jaxdiff.sampling.base import Sampler, threshold
 from jaxdiff.sampling.ddpm import VARIANCE_TYPES
 from jaxdiff.sampling.loop import SAMPLERS, sample
-from jaxdiff.sampling.spacing import SPACINGS, timesteps
+from jaxdiff.sampling.spacing import DIFFUSERS_DEFAULT_SPACINGS, SPACINGS, TIMESTEP_RULES, timesteps
 
-__all__ = ["SAMPLERS", "SPACINGS", "VARIANCE_TYPES", "Sampler", "sample", "threshold",
-           "timesteps"]
+__all__ = ["DIFFUSERS_DEFAULT_SPACINGS", "SAMPLERS", "SPACINGS", "TIMESTEP_RULES",
+           "VARIANCE_TYPES", "Sampler", "sample", "threshold", "timesteps"]
