@@ -81,6 +81,20 @@ def nonfinite_counts(opt_state) -> tuple[jax.Array, jax.Array]:
     return opt_state.notfinite_count, opt_state.total_notfinite
 
 
+def optimizer_applied_update(old_opt_state, new_opt_state) -> jax.Array:
+    """Bool scalar: whether the `optimizer.update` that turned `old_opt_state` into
+    `new_opt_state` changed the parameters (`make_optimizer`'s state layout).
+
+    False when the gradients were not finite (apply_if_finite skipped them) and, under gradient
+    accumulation, on the micro-batches before the K-th (optax.MultiSteps only accumulates them):
+    its `gradient_step` counter moves exactly when an update is applied.
+    """
+    inner_old, inner_new = old_opt_state.inner_state, new_opt_state.inner_state
+    if isinstance(inner_new, optax.MultiStepsState):  # the state's structure, not its values
+        return inner_new.gradient_step != inner_old.gradient_step
+    return jnp.asarray(new_opt_state.last_finite, jnp.bool_)
+
+
 def create_train_state(params, optimizer: optax.GradientTransformation, key: jax.Array
                        ) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -172,9 +186,13 @@ def make_train_step(graphdef, schedule: NoiseSchedule, optimizer: optax.Gradient
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, step_key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        # The EMA averages the parameters once per optimizer update, not per micro-batch (its
+        # decay would otherwise be decay^K per update) and not on skipped non-finite steps.
+        applied = optimizer_applied_update(state.opt_state, opt_state)
         decay = ema_decay_at(state.step // accumulation, ema_decay)
-        ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
-                                  state.ema_params, params)
+        ema_params = jax.tree.map(
+            lambda e, p: jnp.where(applied, decay * e + (1.0 - decay) * p, e),
+            state.ema_params, params)
         consecutive, total = nonfinite_counts(opt_state)
         metrics = {
             "loss": loss,
