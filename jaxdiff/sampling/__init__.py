@@ -2,8 +2,9 @@
 
 - `timesteps(schedule, num_steps, spacing="leading", steps_offset=0, *, method=None,
   rule="diffusers")`: the descending timesteps of a run, the list the diffusers scheduler of
-  `method` makes (int32; float32 for euler/heun) (`spacing.py`). `DIFFUSERS_DEFAULT_SPACINGS`:
-  each method's diffusers scheduler's default spacing; `TIMESTEP_RULES`: "diffusers", "shared".
+  `method` makes (int32; float32 for the fractional euler/heun "linspace" lists) (`spacing.py`).
+  `DIFFUSERS_DEFAULT_SPACINGS`: each method's diffusers scheduler's default spacing;
+  `TIMESTEP_RULES`: "diffusers", "shared".
 - `sample(model_fn, schedule, x_T, *, method, num_steps, ...)`: one compiled run of a sampler
   (`loop.py`); pass `jax.tree_util.Partial(apply_fn, params)` as model_fn to reuse the compiled
   sampler across parameter updates.

@@ -6,25 +6,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff.validation import is_concrete
+from jaxdiff.validation import InputError, InputTypeError, is_concrete
 
 
 def _concrete_scalar(value, what: str):
     """float(value) when concrete, None when traced; rejects non-scalars."""
     if np.ndim(value) != 0:
-        raise ValueError(f"{what} must be a scalar; got shape {np.shape(value)}")
+        raise InputError(f"{what} must be a scalar; got shape {np.shape(value)}")
     if not is_concrete(value):
         return None
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{what} must be a real number; got {value!r}") from None
+        raise InputTypeError(f"{what} must be a real number; got {value!r}") from None
 
 
 def check_eta(eta) -> float | None:
     value = _concrete_scalar(eta, "eta")
     if value is not None and not (np.isfinite(value) and value >= 0):
-        raise ValueError(f"eta must be a finite number >= 0 (0 = deterministic DDIM, 1 = DDPM "
+        raise InputError(f"eta must be a finite number >= 0 (0 = deterministic DDIM, 1 = DDPM "
                          f"variance); got {eta!r}")
     return value
 
@@ -36,27 +36,27 @@ def check_noise_source(method: str, stochastic: bool, eta_value, key, noise, x_s
     ddpm always needs `key` or `noise`; ddim needs one unless eta is a concrete 0.
     """
     if key is not None and noise is not None:
-        raise ValueError("give either key or noise, not both")
+        raise InputError("give either key or noise, not both")
     if noise is not None:
         want = (num_steps, *x_shape)
         if tuple(getattr(noise, "shape", ())) != want or not hasattr(noise, "dtype"):
-            raise ValueError(f"noise must be an array of shape (num_steps, *x_T.shape) = {want}; "
+            raise InputError(f"noise must be an array of shape (num_steps, *x_T.shape) = {want}; "
                              f"got {getattr(noise, 'shape', type(noise).__name__)}")
         if not jnp.issubdtype(noise.dtype, jnp.floating):
-            raise TypeError(f"noise must be floating point; got dtype {noise.dtype}")
+            raise InputTypeError(f"noise must be floating point; got dtype {noise.dtype}")
         return "array"
     if key is not None:
         dtype = getattr(key, "dtype", None)
         typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
         raw = dtype == jnp.uint32 and tuple(key.shape) == (2,)
         if not (typed and tuple(key.shape) == ()) and not raw:
-            raise TypeError(f"key must be a single jax.random.key(seed); got "
+            raise InputTypeError(f"key must be a single jax.random.key(seed); got "
                             f"{getattr(key, 'shape', '')} {dtype or type(key).__name__}")
         return "key"
     needs = stochastic and (method != "ddim" or eta_value is None or eta_value > 0)
     if needs:
         why = "" if method != "ddim" else f" with eta={eta_value if eta_value is not None else 'traced'}"
-        raise ValueError(f"method {method!r}{why} draws noise: pass key=jax.random.key(seed) or "
+        raise InputError(f"method {method!r}{why} draws noise: pass key=jax.random.key(seed) or "
                          f"noise of shape {(num_steps, *x_shape)}")
     return "none"
 
@@ -66,32 +66,32 @@ def check_guidance(labels, null_label, guidance_scale, batch: int) -> bool:
     g = _concrete_scalar(guidance_scale, "guidance_scale")
     if labels is None:
         if g is not None and g != 1.0:
-            raise ValueError(f"guidance_scale={guidance_scale!r} needs labels and null_label "
+            raise InputError(f"guidance_scale={guidance_scale!r} needs labels and null_label "
                              f"(classifier-free guidance); without labels use 1.0")
         return False
     if null_label is None:
-        raise ValueError("labels were given without null_label: pass the class index the model "
+        raise InputError("labels were given without null_label: pass the class index the model "
                          "was trained with for 'no label' (classifier-free guidance)")
     is_int = (isinstance(null_label, (int, np.integer)) and not isinstance(null_label, bool)) \
         or (hasattr(null_label, "dtype") and jnp.issubdtype(null_label.dtype, jnp.integer)
             and np.ndim(null_label) == 0)
     if not is_int:
-        raise TypeError(f"null_label must be an integer >= 0; got {null_label!r}")
+        raise InputTypeError(f"null_label must be an integer >= 0; got {null_label!r}")
     if is_concrete(null_label) and int(null_label) < 0:
-        raise ValueError(f"null_label must be an integer >= 0; got {null_label!r}")
+        raise InputError(f"null_label must be an integer >= 0; got {null_label!r}")
     if g is not None and not np.isfinite(g):
-        raise ValueError(f"guidance_scale must be finite; got {guidance_scale!r}")
+        raise InputError(f"guidance_scale must be finite; got {guidance_scale!r}")
     shape = getattr(labels, "shape", None)
     dtype = getattr(labels, "dtype", None)
     if shape is None or dtype is None or not jnp.issubdtype(dtype, jnp.integer):
-        raise TypeError(f"labels must be an int32 array of shape ({batch},); got "
+        raise InputTypeError(f"labels must be an int32 array of shape ({batch},); got "
                         f"{dtype if dtype is not None else type(labels).__name__}")
     if tuple(shape) != (batch,):
-        raise ValueError(f"labels must have shape (batch,) = ({batch},); got {tuple(shape)}")
+        raise InputError(f"labels must have shape (batch,) = ({batch},); got {tuple(shape)}")
     if is_concrete(labels) and is_concrete(null_label):
         values, top = np.asarray(labels), int(null_label)
         if values.size and (values.min() < 0 or values.max() > top):
-            raise ValueError(f"labels must lie in [0, null_label] = [0, {top}]; got values from "
+            raise InputError(f"labels must lie in [0, null_label] = [0, {top}]; got values from "
                              f"{values.min()} to {values.max()}")
     return True
 
@@ -106,4 +106,4 @@ def check_range(value, what: str, low: float, high: float | None = None, *,
     if not np.isfinite(v) or too_low or (high is not None and v > high):
         left = f"> {low}" if low_open else f">= {low}"
         rng = f"{left} and <= {high}" if high is not None else left
-        raise ValueError(f"{what} must be {rng}; got {value!r}")
+        raise InputError(f"{what} must be {rng}; got {value!r}")

@@ -18,7 +18,7 @@ from jaxdiff.sampling.euler import EULER
 from jaxdiff.sampling.heun import HEUN
 from jaxdiff.sampling.spacing import TIMESTEP_RULES, next_timesteps, timesteps
 from jaxdiff.schedules import NoiseSchedule
-from jaxdiff.validation import check_choice, check_images
+from jaxdiff.validation import InputTypeError, check_choice, check_images
 
 SAMPLERS: dict[str, Sampler] = {
     "ddpm": DDPM,
@@ -76,7 +76,7 @@ def _as_partial(model_fn) -> jax.tree_util.Partial:
     if isinstance(model_fn, jax.tree_util.Partial):
         return model_fn
     if not callable(model_fn):
-        raise TypeError(f"model_fn must be callable as model_fn(x_t, t) (or (x_t, t, labels)); "
+        raise InputTypeError(f"model_fn must be callable as model_fn(x_t, t) (or (x_t, t, labels)); "
                         f"got {type(model_fn).__name__}")
     return jax.tree_util.Partial(model_fn)
 
@@ -117,8 +117,8 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
 
     Args:
       model_fn: `model_fn(x_t, t) -> output` (or `model_fn(x_t, t, labels)` with labels), any
-        JAX callable; x_t (B, H, W, C), t (B,) int32, or float32 for euler/heun (fractional
-        with "linspace", as diffusers); output of x_t's shape in the parameterisation
+        JAX callable; x_t (B, H, W, C), t (B,) int32, or float32 for the fractional "linspace"
+        timesteps of euler/heun (as diffusers); output of x_t's shape in the parameterisation
         `prediction_type`.
       schedule: the NoiseSchedule the model was trained with.
       x_T: standard normal noise, float NHWC (B, H, W, C). Euler and Heun multiply it by the
@@ -166,8 +166,8 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
           by sqrt(sigma^2 + 1));
         "pred_x0": (num_steps, *x_T.shape), the predicted x0 at step k after guidance, clipping
           and thresholding (for heun, that of the step's first model call);
-        "timesteps": (num_steps,), the timestep of step k as the model saw it (int32, float32 for
-          euler/heun under timestep_rule "diffusers").
+        "timesteps": (num_steps,), the timestep of step k as the model saw it (int32; float32
+          for the fractional "linspace" lists of euler/heun).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -191,7 +191,7 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
     check_prediction_type(prediction_type)
     check_choice("variance_type", variance_type, VARIANCE_TYPES)
     if not isinstance(schedule, NoiseSchedule):
-        raise TypeError(f"schedule must be a NoiseSchedule (jaxdiff.schedules.make_schedule); got "
+        raise InputTypeError(f"schedule must be a NoiseSchedule (jaxdiff.schedules.make_schedule); got "
                         f"{type(schedule).__name__}")
     check_choice("timestep_rule", timestep_rule, TIMESTEP_RULES)
     ts = timesteps(schedule, num_steps, spacing, steps_offset, method=method, rule=timestep_rule)
@@ -202,7 +202,7 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
                        (return_trajectory, "return_trajectory"),
                        (set_alpha_to_one, "set_alpha_to_one")):
         if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"{name} must be True or False; got {flag!r}")
+            raise InputTypeError(f"{name} must be True or False; got {flag!r}")
     eta_value = check_eta(eta)
     sampler = SAMPLERS[method]
     source = check_noise_source(method, sampler.stochastic, eta_value, key, noise,

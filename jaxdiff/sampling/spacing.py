@@ -16,10 +16,11 @@ the solver's final step goes to sigma = 0 instead:
 - "trailing": as DDIM.
 - "linspace": round(linspace(0, T - 1, n + 1)) reversed without its last.
 
-EulerDiscreteScheduler, HeunDiscreteScheduler ("euler", "heun"), float32:
-- "leading", "trailing": as DDIM (whole numbers).
-- "linspace": linspace(0, T - 1, n) reversed, not rounded (999, 908.18..., ... for n = 12);
-  the sampler interpolates sigma between the table's entries and hands the model these
+EulerDiscreteScheduler, HeunDiscreteScheduler ("euler", "heun"):
+- "leading", "trailing": as DDIM (diffusers holds these whole numbers as float32; jaxdiff keeps
+  them int32, so a model_fn that indexes a table with t works as with the other methods).
+- "linspace": linspace(0, T - 1, n) reversed, float32, not rounded (999, 908.18..., ... for
+  n = 12); the sampler interpolates sigma between the table's entries and hands the model these
   fractional timesteps.
 
 `steps_offset` is added to the "leading" lists only, as every one of these schedulers does.
@@ -41,7 +42,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jaxdiff.validation import InputError, check_choice
+from jaxdiff.validation import InputError, InputTypeError, check_choice
 
 TIMESTEP_RULES = ("diffusers", "shared")
 
@@ -49,9 +50,6 @@ TIMESTEP_RULES = ("diffusers", "shared")
 # config that names no spacing gets (jaxdiff's own default is "leading" for every method).
 DIFFUSERS_DEFAULT_SPACINGS = {"ddpm": "leading", "ddim": "leading", "dpmpp_2m": "linspace",
                               "euler": "linspace", "heun": "linspace"}
-
-_FLOAT_METHODS = ("euler", "heun")
-
 
 def _leading(num_train: int, num_steps: int, steps_offset: int) -> np.ndarray:
     step = num_train // num_steps
@@ -103,10 +101,10 @@ def _is_int(value) -> bool:
 def check_num_steps(num_steps, num_train: int) -> int:
     """num_steps must be a Python/numpy integer in [1, num_train]."""
     if not _is_int(num_steps):
-        raise TypeError(f"num_steps must be an integer in [1, {num_train}]; got {num_steps!r} "
+        raise InputTypeError(f"num_steps must be an integer in [1, {num_train}]; got {num_steps!r} "
                         f"of type {type(num_steps).__name__}")
     if not 1 <= num_steps <= num_train:
-        raise ValueError(f"num_steps must be in [1, {num_train}] (the schedule's number of "
+        raise InputError(f"num_steps must be in [1, {num_train}] (the schedule's number of "
                          f"timesteps); got {num_steps}")
     return int(num_steps)
 
@@ -114,7 +112,7 @@ def check_num_steps(num_steps, num_train: int) -> int:
 def _num_train(schedule) -> int:
     num_train = schedule if _is_int(schedule) else getattr(schedule, "num_timesteps", None)
     if not _is_int(num_train):
-        raise TypeError(f"schedule must be a NoiseSchedule or an int number of timesteps; got "
+        raise InputTypeError(f"schedule must be a NoiseSchedule or an int number of timesteps; got "
                         f"{type(schedule).__name__}")
     return int(num_train)
 
@@ -136,7 +134,7 @@ def timesteps(schedule, num_steps: int, spacing: str = "leading", steps_offset: 
 
     Returns:
       numpy array of shape (num_steps,), strictly descending, every value in [0, T): int32, or
-      float32 for "euler"/"heun" under rule "diffusers" (fractional for "linspace").
+      float32 for the fractional "linspace" lists of "euler"/"heun" under rule "diffusers".
 
     Example:
       >>> timesteps(1000, 10).tolist()
@@ -175,9 +173,7 @@ def timesteps(schedule, num_steps: int, spacing: str = "leading", steps_offset: 
     if np.any(np.diff(ts) >= 0):
         raise InputError(f"spacing {spacing!r}{who} with num_steps={num_steps} repeats timesteps "
                          f"(T={num_train}); use fewer steps or another spacing")
-    if own and method in _FLOAT_METHODS:
-        return ts.astype(np.float32)
-    return ts.astype(np.int32)
+    return ts if ts.dtype == np.float32 else ts.astype(np.int32)
 
 
 def next_timesteps(ts: np.ndarray, num_train: int, method: str, rule: str = "diffusers"
