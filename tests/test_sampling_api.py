@@ -100,6 +100,20 @@ def test_new_guidance_scale_eta_params_and_key_do_not_recompile(method):
     assert count["n"] == traces
 
 
+def test_new_spacing_offset_rule_and_final_alpha_do_not_recompile():
+    model, count = _counting_model()
+    run = {"method": "ddim", "num_steps": 6, "labels": LABELS, "null_label": 3}
+    first = sample(_labeled_model(fn=model), SCHEDULE, X_T, **run)
+    traces = count["n"]
+    outs = [sample(_labeled_model(fn=model), SCHEDULE, X_T, spacing=spacing, steps_offset=offset,
+                   timestep_rule=rule, set_alpha_to_one=one, **run)
+            for spacing, offset, rule, one in [("trailing", 0, "diffusers", False),
+                                               ("linspace", 0, "shared", True),
+                                               ("leading", 1, "diffusers", False)]]
+    assert count["n"] == traces
+    assert all(not np.allclose(out, first) for out in outs)
+
+
 def test_new_partial_params_change_the_samples_without_recompiling():
     model, count = _counting_model()
     run = {"method": "euler", "num_steps": 6, "labels": LABELS, "null_label": 3, "guidance_scale": 2.0}

@@ -106,10 +106,11 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
 
     The whole loop is one `jax.lax.scan` in one jitted function, compiled once per (x_T shape and
     dtype, method, num_steps, prediction_type, variance_type (ddpm), clip_sample, thresholding,
-    noise source, labels or not, return_trajectory, the model function) and reused. All arrays
-    and numbers (schedule, timesteps hence spacing and steps_offset, eta, guidance_scale,
-    null_label, clip_sample_range, dynamic_thresholding_ratio, key, noise, labels) are traced:
-    changing them does not recompile. The model function is a pytree: pass
+    noise source, labels or not, return_trajectory, the model function, the timesteps' dtype:
+    float32 for the fractional euler/heun "linspace") and reused. All arrays and numbers
+    (schedule, timesteps hence spacing, steps_offset and timestep_rule, set_alpha_to_one, eta,
+    guidance_scale, null_label, clip_sample_range, dynamic_thresholding_ratio, key, noise,
+    labels) are traced: changing them does not recompile. The model function is a pytree: pass
     `jax.tree_util.Partial(apply_fn, params)` to reuse the compiled sampler across parameter
     updates (params are traced leaves); any other callable is wrapped in `Partial(model_fn)` and
     compiled per callable object (a new lambda each call recompiles). `sample` also works under
