@@ -11,6 +11,8 @@ fractional timestep it reads its noise level from t the same way on both sides.
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -21,7 +23,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
 )
-from gaussian_reference import jax_model, level_np, output_np
+from gaussian_reference import eps_model, jax_model, level_np, output_np
 
 from jaxdiff.sampling import DIFFUSERS_DEFAULT_SPACINGS, sample, timesteps
 from jaxdiff.schedules import make_schedule
@@ -155,6 +157,36 @@ def test_timesteps_equal_diffusers_set_timesteps(method, spacing, num_steps, ste
 def test_samples_equal_diffusers_step_loop(method, spacing, num_steps, steps_offset):
     got, want = compare_run(method, spacing, num_steps, steps_offset)
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("method", METHODS)
+def test_model_is_called_with_the_timesteps_diffusers_passes(method, spacing):
+    abar = np.asarray(make_schedule("linear", 1000).alphas_cumprod)
+    seen_by_diffusers, seen_by_jaxdiff = [], []
+    model = torch_model("epsilon", abar)
+
+    def recording_model(x, t):
+        seen_by_diffusers.append(t.item())
+        return model(x, t)
+
+    x_T = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
+    run_diffusers(make_scheduler(method, spacing, 1), 12, recording_model, x_T,
+                  generator=torch.Generator().manual_seed(1))
+
+    def jax_recording_model(params, x, t):
+        jax.debug.callback(lambda tt: seen_by_jaxdiff.append(np.asarray(tt)), t, ordered=True)
+        return eps_model(params, x, t)
+
+    params = {"abar": jnp.asarray(abar), "mu": jnp.asarray(MU, jnp.float32), "s": S}
+    sample(jax.tree_util.Partial(jax_recording_model, params), make_schedule("linear", 1000),
+           x_T, method=method, num_steps=12, spacing=spacing, steps_offset=1,
+           key=jax.random.key(0))
+    fractional = method in ("euler", "heun") and spacing == "linspace"
+    assert all(t.dtype == (np.float32 if fractional else np.int32) for t in seen_by_jaxdiff)
+    assert all(np.all(t == t[0]) for t in seen_by_jaxdiff)  # one timestep per batch
+    np.testing.assert_array_equal(np.array([t[0] for t in seen_by_jaxdiff], np.float32),
+                                  np.array(seen_by_diffusers, np.float32))
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
