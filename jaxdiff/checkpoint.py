@@ -25,6 +25,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxdiff.validation import InputError, InputFileNotFoundError, InputTypeError
+
 CONFIG_FILE = "config.json"
 SUPERSEDED_DIR = "superseded_checkpoints"
 INTEGRITY_KEY = "integrity"
@@ -100,13 +102,14 @@ class Checkpointer:
         ocp = _ocp()
         if max_to_keep is not None and (isinstance(max_to_keep, bool) or
                                         not isinstance(max_to_keep, int) or max_to_keep < 1):
-            raise ValueError(f"max_to_keep must be None or an integer >= 1; got {max_to_keep!r}")
+            raise InputError(f"max_to_keep must be None or an integer >= 1; got {max_to_keep!r}")
         self.workdir = Path(workdir).absolute()
         self.directory = self.workdir / "checkpoints"
         if read_only and not self.directory.is_dir():
-            raise FileNotFoundError(f"no checkpoints in {str(self.workdir)!r}: the folder "
-                                    f"{str(self.directory)!r} does not exist; train first with "
-                                    f"`jaxdiff train --workdir {self.workdir}`")
+            raise InputFileNotFoundError(
+                f"no checkpoints in {str(self.workdir)!r}: the folder "
+                f"{str(self.directory)!r} does not exist; train first with "
+                f"`jaxdiff train --workdir {self.workdir}`")
         # Partial (uncommitted) saves of a crashed run are removed when a writer opens the run.
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
@@ -146,13 +149,13 @@ class Checkpointer:
     def _check_step(self, step: int | None) -> int:
         steps = self.all_steps()
         if not steps:
-            raise FileNotFoundError(f"no checkpoints in {str(self.directory)!r}")
+            raise InputFileNotFoundError(f"no checkpoints in {str(self.directory)!r}")
         if step is None:
             return steps[-1]
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
-            raise TypeError(f"step must be an integer; got {step!r}")
+            raise InputTypeError(f"step must be an integer; got {step!r}")
         if step not in steps:
-            raise ValueError(f"no checkpoint at step {step} in {str(self.directory)!r}; "
+            raise InputError(f"no checkpoint at step {step} in {str(self.directory)!r}; "
                              f"available steps: {steps}")
         return int(step)
 
@@ -263,8 +266,9 @@ def load_config(workdir: str | os.PathLike):
 
     path = Path(workdir) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} not found: is {str(workdir)!r} a jaxdiff workdir? "
-                                f"Train one with `jaxdiff train --workdir {workdir}`")
+        raise InputFileNotFoundError(
+            f"{str(path)!r} not found: is {str(workdir)!r} a jaxdiff workdir? "
+            f"Train one with `jaxdiff train --workdir {workdir}`")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:

@@ -1,6 +1,9 @@
 """The `jaxdiff` command: train | sample | eval | noise | plot.
 
-Bad input exits with code 2 and a one-paragraph message (set JAXDIFF_DEBUG=1 for a traceback).
+Bad input (jaxdiff's own `InputError`, a checkpoint that cannot be read) exits with code 2 and a
+one-paragraph message (set JAXDIFF_DEBUG=1 for a traceback); a run stopped early (non-finite steps,
+a signal) exits with its own code and message. Any other exception is a bug: its traceback is
+shown and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError)
+from jaxdiff.validation import InputError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,7 +116,7 @@ def _parse_label_list(text):
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"--labels must be comma-separated integers like 0,1,2; got {text!r}") \
+        raise InputError(f"--labels must be comma-separated integers like 0,1,2; got {text!r}") \
             from None
 
 
@@ -123,16 +126,16 @@ def _sample(args, overrides) -> int:
     from jaxdiff.generate import generate_images, load_run, save_grid
 
     if overrides:
-        raise ValueError(f"sample takes no --config overrides (got {sorted(overrides)}); it uses "
+        raise InputError(f"sample takes no --config overrides (got {sorted(overrides)}); it uses "
                          f"the config saved in the workdir")
     labels = _parse_label_list(args.labels)
     if args.num < 1:
-        raise ValueError(f"--num must be >= 1; got {args.num}")
+        raise InputError(f"--num must be >= 1; got {args.num}")
     _check_output_path(args.out, ".png")
     _check_output_path(args.npz, ".npz")
     config, graphdef, params, step = load_run(args.workdir, args.restore_step)
     if args.every is not None and args.every < 1:
-        raise ValueError(f"--every must be >= 1; got {args.every}")
+        raise InputError(f"--every must be >= 1; got {args.every}")
     images = generate_images(config, graphdef, params, num=args.num, seed=args.seed,
                              method=args.method, num_steps=args.steps, labels=labels,
                              guidance_scale=args.guidance, batch_size=args.batch, eta=args.eta,
@@ -167,7 +170,7 @@ def _sample(args, overrides) -> int:
 
 def _no_overrides(command: str, overrides) -> None:
     if overrides:
-        raise ValueError(f"{command} takes no --config overrides (got {sorted(overrides)})")
+        raise InputError(f"{command} takes no --config overrides (got {sorted(overrides)})")
 
 
 def _eval(args, overrides) -> int:
@@ -198,7 +201,7 @@ def _noise(args, overrides) -> int:
     _check_output_path(args.out, ".png")
     levels = parse_int_list(args.levels, "--levels")
     if args.image_size < 1:
-        raise ValueError(f"--image_size must be >= 1; got {args.image_size}")
+        raise InputError(f"--image_size must be >= 1; got {args.image_size}")
     image = (load_image(args.image, args.image_size) if args.image
              else default_digit(args.image_size, args.index))
     strip = noise_strip_picture(image, levels, schedule=args.schedule,
@@ -221,10 +224,10 @@ def _check_output_path(path, suffix: str) -> None:
     if path is None:
         return
     if not str(path).endswith(suffix):
-        raise ValueError(f"output file {path!r} must end with {suffix}")
+        raise InputError(f"output file {path!r} must end with {suffix}")
     parent = Path(path).absolute().parent
     if parent.exists() and not parent.is_dir():
-        raise ValueError(f"cannot write {path!r}: {str(parent)!r} is not a folder")
+        raise InputError(f"cannot write {path!r}: {str(parent)!r} is not a folder")
 
 
 def _save_npz(path, images, labels) -> None:
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_library_logs()
     try:
         rest, overrides = split_override_args(argv)
-    except ValueError as e:
+    except InputError as e:
         print(f"jaxdiff: error: {e}", file=sys.stderr)
         return 2
     args = _parser().parse_args(rest)
@@ -275,12 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jaxdiff: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - turned into a one-paragraph message below
+    except Exception as e:
         from jaxdiff.checkpoint import CheckpointError
         from jaxdiff.trainer import TrainingStopped
 
+        # Only errors that describe the user's input or run are messages; anything else (a
+        # TypeError or KeyError from a bug included) keeps its traceback: exit code 1.
         if os.environ.get("JAXDIFF_DEBUG") or not isinstance(
-                e, USER_ERRORS + (CheckpointError, TrainingStopped)):
+                e, (InputError, CheckpointError, TrainingStopped)):
             raise
         message = " ".join(str(e).split())
         print(f"jaxdiff {args.command}: error: {message}", file=sys.stderr)

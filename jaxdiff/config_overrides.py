@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 
+from jaxdiff.validation import InputError
+
 
 def _parse_value(raw: str, current):
     text = raw.strip()
@@ -13,7 +15,7 @@ def _parse_value(raw: str, current):
             return True
         if lowered in ("false", "0", "no"):
             return False
-        raise ValueError(f"expected true or false, got {raw!r}")
+        raise InputError(f"expected true or false, got {raw!r}")
     if isinstance(current, (tuple, list)):
         text = text.strip("()[] ")
         if not text:
@@ -27,12 +29,12 @@ def _parse_value(raw: str, current):
             value = float(text)
             if value.is_integer():
                 return int(value)
-            raise ValueError(f"expected an integer, got {raw!r}") from None
+            raise InputError(f"expected an integer, got {raw!r}") from None
     if isinstance(current, float):
         try:
             return float(text)
         except ValueError:
-            raise ValueError(f"expected a number, got {raw!r}") from None
+            raise InputError(f"expected a number, got {raw!r}") from None
     if isinstance(current, str):
         return text
     if text.lower() in ("none", "null"):
@@ -57,7 +59,7 @@ def split_override_args(argv: list[str]) -> tuple[list[str], dict[str, str]]:
                 key, value = key_value, argv[i + 1]
                 i += 1
             else:
-                raise ValueError(f"{arg} needs a value: --config.<key>=<value>")
+                raise InputError(f"{arg} needs a value: --config.<key>=<value>")
             overrides[key] = value
         else:
             rest.append(arg)
@@ -74,7 +76,7 @@ def apply_overrides(config, overrides: dict[str, str]):
             if not hasattr(node, "keys") or key not in node:
                 where = ".".join(keys[:depth]) or "config"
                 options = sorted(node.keys()) if hasattr(node, "keys") else []
-                raise ValueError(f"unknown config key {dotted!r}: {where} has no {key!r}; "
+                raise InputError(f"unknown config key {dotted!r}: {where} has no {key!r}; "
                                  f"its keys are {options}")
             if depth < len(keys) - 1:
                 node = node[key]
@@ -84,6 +86,6 @@ def apply_overrides(config, overrides: dict[str, str]):
             value = _parse_value(raw, current)
             node[leaf] = value
         except (ValueError, TypeError) as e:
-            raise ValueError(f"bad value for --config.{dotted}: {raw!r} ({e}); the current "
+            raise InputError(f"bad value for --config.{dotted}: {raw!r} ({e}); the current "
                              f"value is {current!r}") from None
     return config

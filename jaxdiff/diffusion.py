@@ -11,7 +11,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxdiff.schedules import NoiseSchedule
-from jaxdiff.validation import check_choice, check_images, check_same_shape, check_timesteps
+from jaxdiff.validation import (
+    InputTypeError,
+    check_choice,
+    check_images,
+    check_same_shape,
+    check_timesteps,
+)
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
@@ -27,8 +33,8 @@ def extract(values: jnp.ndarray, t: jnp.ndarray, ndim: int) -> jnp.ndarray:
 
 def _check(schedule: NoiseSchedule, x, t, noise=None, what_noise: str = "noise") -> None:
     if not isinstance(schedule, NoiseSchedule):
-        raise TypeError(f"schedule must be a NoiseSchedule (jaxdiff.schedules.make_schedule); "
-                        f"got {type(schedule).__name__}")
+        raise InputTypeError(f"schedule must be a NoiseSchedule (jaxdiff.schedules.make_schedule); "
+                             f"got {type(schedule).__name__}")
     check_images(x, "x")
     check_timesteps(t, x.shape[0], schedule.num_timesteps)
     if noise is not None:

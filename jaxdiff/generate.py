@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxdiff import checkpoint as ckpt_lib
 from jaxdiff import training
+from jaxdiff.validation import InputError, InputFileNotFoundError
 
 
 def load_run(workdir, step: int | None = None):
@@ -24,8 +25,8 @@ def load_run(workdir, step: int | None = None):
     config = ckpt_lib.load_config(workdir)
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=None, read_only=True)
     if checkpointer.latest_step() is None:
-        raise FileNotFoundError(f"no checkpoint in {str(workdir)!r}: train first with "
-                                f"`jaxdiff train --workdir {workdir}`")
+        raise InputFileNotFoundError(f"no checkpoint in {str(workdir)!r}: train first with "
+                                     f"`jaxdiff train --workdir {workdir}`")
     graphdef, _, state = training.init_train_state(config)
     state, meta = checkpointer.restore(ckpt_lib.abstract_like(state), step)
     checkpointer.close()
@@ -37,13 +38,13 @@ def parse_labels(labels, num: int, num_classes: int):
     if labels is None:
         return None
     if num_classes <= 0:
-        raise ValueError("labels were given but the model is unconditional (model.num_classes=0); "
+        raise InputError("labels were given but the model is unconditional (model.num_classes=0); "
                          "train with --config digits_cond for a class-conditional model")
     values = np.atleast_1d(np.asarray(labels))
     if values.size == 0 or not np.issubdtype(values.dtype, np.integer):
-        raise ValueError(f"labels must be integers in [0, {num_classes}); got {labels!r}")
+        raise InputError(f"labels must be integers in [0, {num_classes}); got {labels!r}")
     if values.min() < 0 or values.max() >= num_classes:
-        raise ValueError(f"labels must be in [0, {num_classes}); got {values.tolist()}")
+        raise InputError(f"labels must be in [0, {num_classes}); got {values.tolist()}")
     return np.resize(values, num).astype(np.int32)
 
 
@@ -65,16 +66,16 @@ def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method
     eta = float(s.eta if eta is None else eta)
     spacing = spacing or s.get("spacing", "leading")
     if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
-        raise ValueError(f"the number of images must be an integer >= 1; got {num!r}")
+        raise InputError(f"the number of images must be an integer >= 1; got {num!r}")
     batch_size = s.get("batch_size", 256) if batch_size is None else batch_size
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
-        raise ValueError(f"batch size must be an integer >= 1; got {batch_size!r}")
+        raise InputError(f"batch size must be an integer >= 1; got {batch_size!r}")
     batch_size = int(min(batch_size, num))
     num_classes = int(config.model.get("num_classes", 0))
     if num_classes == 0:
         if guidance_scale is not None and float(guidance_scale) != 1.0:
-            raise ValueError(f"guidance scale {guidance_scale} needs a class-conditional model "
+            raise InputError(f"guidance scale {guidance_scale} needs a class-conditional model "
                              f"(model.num_classes > 0); this model is unconditional")
         labels = parse_labels(labels, num, num_classes)  # raises if labels were given
         guidance_scale = 1.0

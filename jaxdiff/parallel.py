@@ -16,6 +16,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxdiff.validation import InputError
+
 DATA_AXES = ("data", "fsdp")
 # Arrays smaller than this stay replicated under fsdp: splitting them saves nothing.
 FSDP_MIN_SIZE = 2**12
@@ -27,18 +29,18 @@ def mesh_shape(mesh_config, num_devices: int | None = None) -> tuple[int, int]:
     data = int(mesh_config.get("data", -1))
     fsdp = int(mesh_config.get("fsdp", 1))
     if data == 0 or fsdp == 0 or data < -1 or fsdp < -1 or (data == -1 and fsdp == -1):
-        raise ValueError(f"mesh.data={data} and mesh.fsdp={fsdp}: each must be a positive size "
+        raise InputError(f"mesh.data={data} and mesh.fsdp={fsdp}: each must be a positive size "
                          f"or -1 (all remaining devices), and at most one may be -1")
     if data == -1:
         if n % fsdp:
-            raise ValueError(f"mesh.fsdp={fsdp} does not divide the number of devices ({n})")
+            raise InputError(f"mesh.fsdp={fsdp} does not divide the number of devices ({n})")
         data = n // fsdp
     if fsdp == -1:
         if n % data:
-            raise ValueError(f"mesh.data={data} does not divide the number of devices ({n})")
+            raise InputError(f"mesh.data={data} does not divide the number of devices ({n})")
         fsdp = n // data
     if data * fsdp != n:
-        raise ValueError(f"mesh.data={data} x mesh.fsdp={fsdp} = {data * fsdp} must equal the "
+        raise InputError(f"mesh.data={data} x mesh.fsdp={fsdp} = {data * fsdp} must equal the "
                          f"number of devices ({n})")
     return data, fsdp
 
@@ -81,7 +83,7 @@ def check_global_batch(batch_size: int, num_devices: int) -> None:
     """The global batch must split evenly over the devices and over the processes."""
     processes = jax.process_count()
     if batch_size % num_devices or batch_size % processes:
-        raise ValueError(f"train.batch_size={batch_size} is not divisible by the number of "
+        raise InputError(f"train.batch_size={batch_size} is not divisible by the number of "
                          f"devices the batch is split over ({num_devices}) and of processes "
                          f"({processes})")
 
@@ -114,19 +116,19 @@ def initialize_distributed(coordinator_address: str | None = None,
         return False
     if explicit:
         if coordinator_address is None or num_processes is None or process_id is None:
-            raise ValueError(
+            raise InputError(
                 f"a multi-process run needs the coordinator address, the number of processes and "
                 f"this process's id; got coordinator={coordinator_address!r}, "
                 f"num_processes={num_processes!r}, process_id={process_id!r}")
         if not 0 <= process_id < num_processes:
-            raise ValueError(f"process_id={process_id} must be in [0, num_processes="
+            raise InputError(f"process_id={process_id} must be in [0, num_processes="
                              f"{num_processes})")
     if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or not _has_accelerator_plugin():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
     if num_processes is not None and jax.process_count() != num_processes:
-        raise ValueError(f"asked for {num_processes} processes but the runtime reports "
+        raise InputError(f"asked for {num_processes} processes but the runtime reports "
                          f"{jax.process_count()}")
     return True
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxdiff.validation import check_choice
+from jaxdiff.validation import InputError, check_choice
 
 
 @struct.dataclass
@@ -58,10 +58,10 @@ def from_betas(betas) -> NoiseSchedule:
     """
     betas = np.asarray(betas, dtype=np.float64)
     if betas.ndim != 1 or betas.shape[0] < 1:
-        raise ValueError(f"betas must be a 1-D array with at least one value; got shape "
+        raise InputError(f"betas must be a 1-D array with at least one value; got shape "
                          f"{betas.shape}")
     if not np.all(np.isfinite(betas)) or np.any(betas < 0) or np.any(betas > 1):
-        raise ValueError(f"betas must be finite and in [0, 1]; got values from {betas.min()} to "
+        raise InputError(f"betas must be finite and in [0, 1]; got values from {betas.min()} to "
                          f"{betas.max()}")
     alphas = 1.0 - betas
     alphas_cumprod = np.cumprod(alphas)
@@ -157,11 +157,11 @@ def make_schedule(name: str, num_timesteps: int = 1000, *, rescale_to_zero_termi
     check_choice("schedule", name, SCHEDULES)
     if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, (int, np.integer)) \
             or num_timesteps < 2:
-        raise ValueError(f"num_timesteps must be an integer >= 2; got {num_timesteps!r}")
+        raise InputError(f"num_timesteps must be an integer >= 2; got {num_timesteps!r}")
     try:
         betas = SCHEDULES[name](int(num_timesteps), **options)
     except TypeError as e:
-        raise ValueError(f"bad options {sorted(options)} for schedule {name!r}: {e}") from None
+        raise InputError(f"bad options {sorted(options)} for schedule {name!r}: {e}") from None
     if rescale_to_zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)
     return from_betas(betas)

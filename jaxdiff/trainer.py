@@ -20,7 +20,7 @@ from jaxdiff import checkpoint as ckpt_lib
 from jaxdiff import parallel, training
 from jaxdiff.progress import MetricsLog, Progress
 from jaxdiff.validate_config import validate_config
-from jaxdiff.validation import check_int
+from jaxdiff.validation import InputError, InputTypeError, check_int
 
 
 class TrainingStopped(RuntimeError):
@@ -74,7 +74,7 @@ def check_resume_compatible(workdir: Path, config) -> None:
     if diffs:
         lines = "; ".join(f"{k}: saved {a!r}, requested {b!r}" for k, a, b in
                           ((k, *v) for k, v in diffs.items()))
-        raise ValueError(
+        raise InputError(
             f"workdir {str(workdir)!r} holds a run with a different config ({lines}). Use a new "
             f"--workdir, or drop these overrides to continue that run. Only "
             f"{', '.join(ckpt_lib.HARMLESS_KEYS)} may change on resume.")
@@ -98,12 +98,12 @@ def _check_reliability_keys(config) -> tuple[int, frozenset, float]:
     if isinstance(nan_steps, (int, np.integer)) and not isinstance(nan_steps, bool):
         nan_steps = (nan_steps,)
     if not isinstance(nan_steps, (tuple, list)):
-        raise TypeError(f"train.debug_nan_steps must be a tuple of step numbers >= 1 (e.g. "
-                        f"--config.train.debug_nan_steps=5,6); got {nan_steps!r}")
+        raise InputTypeError(f"train.debug_nan_steps must be a tuple of step numbers >= 1 (e.g. "
+                             f"--config.train.debug_nan_steps=5,6); got {nan_steps!r}")
     nan_steps = frozenset(check_int(s, "train.debug_nan_steps entry", 1) for s in nan_steps)
     sleep = t.get("debug_step_sleep", 0.0)
     if isinstance(sleep, bool) or not isinstance(sleep, (int, float)) or not 0 <= sleep <= 60:
-        raise ValueError(f"train.debug_step_sleep must be a number of seconds in [0, 60]; "
+        raise InputError(f"train.debug_step_sleep must be a number of seconds in [0, 60]; "
                          f"got {sleep!r}")
     return max_nonfinite, nan_steps, float(sleep)
 
@@ -138,7 +138,7 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
     if restore_step is not None:
         check_int(restore_step, "restore_step", 0)
         if restore_step not in existing:
-            raise ValueError(f"--restore_step {restore_step}: there is no checkpoint at that step "
+            raise InputError(f"--restore_step {restore_step}: there is no checkpoint at that step "
                              f"in {str(workdir / 'checkpoints')!r}; available steps: {existing}")
     if existing:  # a fresh run (or one killed before its first save) may change anything
         check_resume_compatible(workdir, config)
@@ -283,15 +283,15 @@ def sample_grid(config, graphdef, params, num: int):
 def _check_data_matches_model(info, config) -> None:
     # The pipeline resizes to data.image_size and converts to data.channels.
     if config.data.channels != config.model.in_channels:
-        raise ValueError(f"data.channels={config.data.channels} but the model expects "
+        raise InputError(f"data.channels={config.data.channels} but the model expects "
                          f"model.in_channels={config.model.in_channels}; make them equal")
     if config.data.image_size != config.model.image_size:
-        raise ValueError(f"data.image_size={config.data.image_size} but "
+        raise InputError(f"data.image_size={config.data.image_size} but "
                          f"model.image_size={config.model.image_size}; make them equal")
     num_classes = int(config.model.get("num_classes", 0))
     if num_classes and info.num_classes and num_classes != info.num_classes:
-        raise ValueError(f"model.num_classes={num_classes} but dataset {config.data.name!r} has "
+        raise InputError(f"model.num_classes={num_classes} but dataset {config.data.name!r} has "
                          f"{info.num_classes} classes")
     if num_classes and not info.num_classes:
-        raise ValueError(f"model.num_classes={num_classes} asks for a class-conditional model but "
+        raise InputError(f"model.num_classes={num_classes} asks for a class-conditional model but "
                          f"dataset {config.data.name!r} has no labels")

@@ -18,6 +18,7 @@ from flax import struct
 from jaxdiff import losses
 from jaxdiff.diffusion import check_prediction_type, q_sample
 from jaxdiff.schedules import NoiseSchedule, make_schedule
+from jaxdiff.validation import InputError
 
 Batch = dict[str, jax.Array]
 
@@ -63,7 +64,7 @@ def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation
     o = optim_config
     accumulation = int(o.get("accumulation_steps", 1))
     if accumulation < 1:
-        raise ValueError(f"optim.accumulation_steps must be >= 1; got {accumulation}")
+        raise InputError(f"optim.accumulation_steps must be >= 1; got {accumulation}")
     inner = optax.chain(
         optax.clip_by_global_norm(o.grad_clip_norm),
         optax.adamw(learning_rate_schedule(o, num_steps), b1=o.b1, b2=o.b2,

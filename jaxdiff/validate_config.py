@@ -27,7 +27,7 @@ def validate_config(config) -> None:
                          "whose last sampling step divides by sqrt(alphas_cumprod[T-1]) = 0 "
                          "(Lin et al. 2024, sec. 3.2)")
     if not 0.0 <= float(d.get("label_dropout", 0.0)) <= 1.0:
-        raise ValueError(f"diffusion.label_dropout must be in [0, 1]; got {d.label_dropout!r}")
+        raise InputError(f"diffusion.label_dropout must be in [0, 1]; got {d.label_dropout!r}")
 
     t = config.train
     check_int(t.num_steps, "train.num_steps")
@@ -35,12 +35,12 @@ def validate_config(config) -> None:
     check_int(t.log_every, "train.log_every")
     check_int(t.get("sample_every", 0), "train.sample_every", 0)
     if not 0.0 <= float(t.ema_decay) < 1.0:
-        raise ValueError(f"train.ema_decay must be in [0, 1); got {t.ema_decay!r}")
+        raise InputError(f"train.ema_decay must be in [0, 1); got {t.ema_decay!r}")
     check_int(config.checkpoint.every_steps, "checkpoint.every_steps")
     check_int(config.checkpoint.max_to_keep, "checkpoint.max_to_keep")
     check_int(config.optim.get("accumulation_steps", 1), "optim.accumulation_steps")
     if not float(config.optim.learning_rate) > 0:
-        raise ValueError(f"optim.learning_rate must be > 0; got {config.optim.learning_rate!r}")
+        raise InputError(f"optim.learning_rate must be > 0; got {config.optim.learning_rate!r}")
 
     s = config.sampling
     from jaxdiff.sampling import SAMPLERS
@@ -48,7 +48,7 @@ def validate_config(config) -> None:
     check_choice("sampling.method", s.method, SAMPLERS)
     check_int(s.num_steps, "sampling.num_steps")
     if s.num_steps > d.num_timesteps:
-        raise ValueError(f"sampling.num_steps must be in [1, diffusion.num_timesteps="
+        raise InputError(f"sampling.num_steps must be in [1, diffusion.num_timesteps="
                          f"{d.num_timesteps}]; got {s.num_steps}")
     check_int(s.num_samples, "sampling.num_samples")
 

@@ -22,13 +22,22 @@ class InputError(ValueError):
     """
 
 
+class InputTypeError(InputError, TypeError):
+    """Bad user input of the wrong type (e.g. a list where an array is needed); also a TypeError,
+    so callers that catch TypeError keep working."""
+
+
+class InputFileNotFoundError(InputError, FileNotFoundError):
+    """A file or folder the user named does not exist; also a FileNotFoundError."""
+
+
 def check_int(value, what: str, minimum: int = 1, maximum: int | None = None) -> int:
     """Returns `value` as an int if it is an integer (not a bool) in [minimum, maximum], else
     raises ValueError naming `what`, the value and the accepted range."""
     bad = isinstance(value, bool) or not isinstance(value, (int, np.integer))
     if bad or value < minimum or (maximum is not None and value > maximum):
         bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{what} must be an integer {bounds}; got {value!r}")
+        raise InputError(f"{what} must be an integer {bounds}; got {value!r}")
     return int(value)
 
 
@@ -36,7 +45,7 @@ def check_choice(kind: str, name, choices: Iterable[str]) -> str:
     """Returns `name` if it is one of `choices`, else raises ValueError listing them."""
     choices = sorted(choices)
     if not isinstance(name, str) or name not in choices:
-        raise ValueError(f"unknown {kind} {name!r}; choose one of {choices}")
+        raise InputError(f"unknown {kind} {name!r}; choose one of {choices}")
     return name
 
 
@@ -45,13 +54,14 @@ def check_images(x, what: str = "images") -> None:
     shape = getattr(x, "shape", None)
     dtype = getattr(x, "dtype", None)
     if shape is None or dtype is None:
-        raise TypeError(f"{what} must be an array of shape (batch, height, width, channels); "
-                        f"got {type(x).__name__}")
+        raise InputTypeError(f"{what} must be an array of shape (batch, height, width, channels); "
+                             f"got {type(x).__name__}")
     if len(shape) != 4:
-        raise ValueError(f"{what} must be NHWC with rank 4 (batch, height, width, channels); "
+        raise InputError(f"{what} must be NHWC with rank 4 (batch, height, width, channels); "
                          f"got shape {tuple(shape)}")
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{what} must be floating point (float32 in [-1, 1]); got dtype {dtype}")
+        raise InputTypeError(
+            f"{what} must be floating point (float32 in [-1, 1]); got dtype {dtype}")
 
 
 def is_concrete(x) -> bool:
@@ -63,27 +73,27 @@ def check_timesteps(t, batch: int, num_timesteps: int) -> None:
     shape = getattr(t, "shape", None)
     dtype = getattr(t, "dtype", None)
     if shape is None or dtype is None:
-        raise TypeError(f"timesteps must be an int32 array of shape ({batch},); "
-                        f"got {type(t).__name__}")
+        raise InputTypeError(f"timesteps must be an int32 array of shape ({batch},); "
+                             f"got {type(t).__name__}")
     if tuple(shape) != (batch,):
-        raise ValueError(f"timesteps must have shape (batch,) = ({batch},); got {tuple(shape)}")
+        raise InputError(f"timesteps must have shape (batch,) = ({batch},); got {tuple(shape)}")
     if not jnp.issubdtype(dtype, jnp.integer):
-        raise TypeError(f"timesteps must be integers (int32) in [0, {num_timesteps}); "
-                        f"got dtype {dtype}")
+        raise InputTypeError(f"timesteps must be integers (int32) in [0, {num_timesteps}); "
+                             f"got dtype {dtype}")
     if is_concrete(t):
         values = np.asarray(t)
         if values.size and (values.min() < 0 or values.max() >= num_timesteps):
-            raise ValueError(f"timesteps must lie in [0, {num_timesteps}); got values from "
+            raise InputError(f"timesteps must lie in [0, {num_timesteps}); got values from "
                              f"{values.min()} to {values.max()}")
 
 
 def check_same_shape(a, b, what_a: str, what_b: str) -> None:
     if tuple(a.shape) != tuple(b.shape):
-        raise ValueError(f"{what_a} and {what_b} must have the same shape; got "
+        raise InputError(f"{what_a} and {what_b} must have the same shape; got "
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
 
 
 def check_finite(x, what: str) -> None:
     """Raises if a concrete array holds NaN or inf (skipped under tracing)."""
     if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
-        raise ValueError(f"{what} contains NaN or infinite values")
+        raise InputError(f"{what} contains NaN or infinite values")

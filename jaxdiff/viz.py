@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxdiff.validation import InputError, InputTypeError
+
 _LABEL_HEIGHT = 12  # pixels of the caption band above each cell
 _MIN_CELL = 48  # strips upscale small images to at least this width, so captions fit
 
@@ -27,12 +29,12 @@ def _check_images(images, what: str = "images") -> np.ndarray:
     check_images(images, what)
     shape = images.shape
     if shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{what} must have 1, 3 or 4 channels; got shape {tuple(shape)}")
+        raise InputError(f"{what} must have 1, 3 or 4 channels; got shape {tuple(shape)}")
     if shape[0] < 1:
-        raise ValueError(f"{what} must hold at least one image; got shape {tuple(shape)}")
+        raise InputError(f"{what} must hold at least one image; got shape {tuple(shape)}")
     x = np.asarray(images, dtype=np.float32)
     if not np.all(np.isfinite(x)):
-        raise ValueError(f"{what} contain NaN or infinite values")
+        raise InputError(f"{what} contain NaN or infinite values")
     return x
 
 
@@ -78,7 +80,7 @@ def image_grid(images, nrow: int | None = None, padding: int = 2, upscale: int =
     padding = check_int(padding, "padding", 0)
     upscale = check_int(upscale, "upscale")
     if labels is not None and len(labels) != n:
-        raise ValueError(f"labels must have one entry per image ({n}); got {len(labels)}")
+        raise InputError(f"labels must have one entry per image ({n}); got {len(labels)}")
     cells = to_uint8(x)
     if upscale > 1:
         cells = cells.repeat(upscale, axis=1).repeat(upscale, axis=2)
@@ -126,12 +128,12 @@ def save_png(array, path) -> Path:
 
     a = np.asarray(array)
     if a.dtype != np.uint8:
-        raise TypeError(f"save_png takes uint8 pixels (see image_grid / to_uint8); got dtype "
-                        f"{a.dtype}")
+        raise InputTypeError(f"save_png takes uint8 pixels (see image_grid / to_uint8); got dtype "
+                             f"{a.dtype}")
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
-        raise ValueError(f"save_png takes an array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); "
+        raise InputError(f"save_png takes an array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); "
                          f"got shape {np.asarray(array).shape}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,11 +178,11 @@ def noising_strip(image, levels: Sequence[int], schedule, key, upscale: int | No
         x = x[None]
     x = _check_images(x, "image")
     if x.shape[0] != 1:
-        raise ValueError(f"noising_strip takes one image (H, W, C) or (1, H, W, C); got shape "
+        raise InputError(f"noising_strip takes one image (H, W, C) or (1, H, W, C); got shape "
                          f"{x.shape}")
     levels = np.asarray(levels)
     if levels.ndim != 1 or levels.size == 0 or not np.issubdtype(levels.dtype, np.integer):
-        raise ValueError(f"levels must be a non-empty list of integer timesteps; got {levels!r}")
+        raise InputError(f"levels must be a non-empty list of integer timesteps; got {levels!r}")
     t = jnp.asarray(levels, dtype=jnp.int32)
     x0 = jnp.broadcast_to(jnp.asarray(x), (levels.size,) + x.shape[1:])
     noise = jnp.broadcast_to(jax.random.normal(key, x.shape, jnp.float32), x0.shape)
@@ -205,19 +207,19 @@ def denoising_strip(trajectory: dict, every_k: int = 1, num_samples: int = 1,
       uint8 (H_out, W_out, C): 2 * num_samples rows, captioned "t=<t>" (x_t) and "x0 <t>".
     """
     if not isinstance(trajectory, dict) or not {"x_t", "pred_x0", "timesteps"} <= set(trajectory):
-        raise ValueError("trajectory must be a dict with keys 'x_t', 'pred_x0' (S, B, H, W, C) "
+        raise InputError("trajectory must be a dict with keys 'x_t', 'pred_x0' (S, B, H, W, C) "
                          f"and 'timesteps' (S,); got "
                          f"{sorted(trajectory) if isinstance(trajectory, dict) else trajectory!r}")
     x_t, pred = np.asarray(trajectory["x_t"]), np.asarray(trajectory["pred_x0"])
     ts = np.asarray(trajectory["timesteps"])
     if x_t.ndim != 5 or pred.shape != x_t.shape or ts.shape != x_t.shape[:1]:
-        raise ValueError(f"trajectory arrays must be x_t, pred_x0 of one shape (S, B, H, W, C) "
+        raise InputError(f"trajectory arrays must be x_t, pred_x0 of one shape (S, B, H, W, C) "
                          f"and timesteps (S,); got {x_t.shape}, {pred.shape}, {ts.shape}")
     from jaxdiff.validation import check_int
     every_k = check_int(every_k, "every_k")
     num_samples = check_int(num_samples, "num_samples")
     if num_samples > x_t.shape[1]:
-        raise ValueError(f"num_samples={num_samples} exceeds the batch size {x_t.shape[1]}")
+        raise InputError(f"num_samples={num_samples} exceeds the batch size {x_t.shape[1]}")
     steps = list(range(0, x_t.shape[0], every_k))
     if steps[-1] != x_t.shape[0] - 1:
         steps.append(x_t.shape[0] - 1)
@@ -239,7 +241,7 @@ def _read_jsonl(path) -> list[dict]:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n} is not valid JSON: {e}") from None
+                    raise InputError(f"{path}:{n} is not valid JSON: {e}") from None
     return records
 
 
@@ -285,7 +287,7 @@ def plot_metrics(metrics_jsonl_path, out_png,
 
     records = _read_jsonl(metrics_jsonl_path)
     if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"smoothing must be in [0, 1); got {smoothing!r}")
+        raise InputError(f"smoothing must be in [0, 1); got {smoothing!r}")
     series = {}
     for key in keys:
         pts = [(r["step"], r[key]) for r in records
@@ -293,7 +295,7 @@ def plot_metrics(metrics_jsonl_path, out_png,
         if pts:
             series[key] = np.asarray(pts, dtype=np.float64)
     if not series:
-        raise ValueError(f"no records in {str(metrics_jsonl_path)!r} have 'step' and any of "
+        raise InputError(f"no records in {str(metrics_jsonl_path)!r} have 'step' and any of "
                          f"{list(keys)}")
     fig = Figure(figsize=(5 * len(series), 3.5))
     for i, (key, pts) in enumerate(series.items()):
@@ -323,7 +325,7 @@ def schedule_snr_plot(schedules: dict, out_png=None):
     from matplotlib.figure import Figure
 
     if not isinstance(schedules, dict) or not schedules:
-        raise ValueError("schedules must be a non-empty dict {name: NoiseSchedule}")
+        raise InputError("schedules must be a non-empty dict {name: NoiseSchedule}")
     fig = Figure(figsize=(10, 3.5))
     ax_snr, ax_abar = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for name, schedule in schedules.items():

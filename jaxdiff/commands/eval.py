@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from jaxdiff import checkpoint as ckpt_lib
+from jaxdiff.validation import InputError, InputTypeError
 
 DIGITS = "digits"
 DIGITS_SHAPE = (16, 16, 1)
@@ -62,7 +63,7 @@ def load_feature_extractor(spec: str) -> Callable:
     """
     parts = spec.split(":") if isinstance(spec, str) else []
     if len(parts) != 2 or not all(p.strip() for p in parts):
-        raise ValueError(f"--features must look like 'module:function' (e.g. "
+        raise InputError(f"--features must look like 'module:function' (e.g. "
                          f"'my_features:inception'), a callable images (N, H, W, C) in [-1, 1] -> "
                          f"(N, D) features; got {spec!r}")
     module_name, attribute = (p.strip() for p in parts)
@@ -71,16 +72,17 @@ def load_feature_extractor(spec: str) -> Callable:
     try:
         obj = importlib.import_module(module_name)
     except ImportError as e:
-        raise ValueError(f"cannot import module {module_name!r} named by --features {spec!r}: "
+        raise InputError(f"cannot import module {module_name!r} named by --features {spec!r}: "
                          f"{e}") from None
     for name in attribute.split("."):
         if not hasattr(obj, name):
-            raise ValueError(f"module {module_name!r} has no attribute {attribute!r} (from "
+            raise InputError(f"module {module_name!r} has no attribute {attribute!r} (from "
                              f"--features {spec!r})")
         obj = getattr(obj, name)
     if not callable(obj):
-        raise TypeError(f"--features {spec!r} is not callable; it must be a function images -> "
-                        f"(N, D) features")
+        raise InputTypeError(
+            f"--features {spec!r} is not callable; it must be a function images -> "
+            f"(N, D) features")
     return obj
 
 
@@ -154,7 +156,7 @@ def _load_data(config, split: str, max_examples: int, flag: str):
     try:
         return load_split(config.data, split, max_examples)
     except ValueError as e:
-        raise ValueError(f"{e}. Choose another split with {flag} (TFDS slices such as "
+        raise InputError(f"{e}. Choose another split with {flag} (TFDS slices such as "
                          f"train[:90%] work)") from None
 
 
@@ -205,7 +207,7 @@ def evaluate_run(workdir, *, num: int = 2000, method: str | None = None,
         extractor, feature_name = None, "digits classifier (64-d penultimate layer)"
     else:
         shape = (config.model.image_size, config.model.image_size, config.model.in_channels)
-        raise ValueError(
+        raise InputError(
             f"no feature extractor for dataset {config.data.name!r} with images {shape}: the "
             f"built-in judge is the digits classifier (data.name='digits', 16x16x1). Pass "
             f"--features module:function, a callable images (N, H, W, C) in [-1, 1] -> (N, D) "

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxdiff.validation import InputError, InputFileNotFoundError
+
 #: Images shown per trajectory picture (two rows each: x_t and predicted x_0).
 TRAJECTORY_SAMPLES = 4
 #: A trajectory picture shows about this many steps by default.
@@ -26,7 +28,7 @@ def parse_int_list(text: str, what: str) -> list[int]:
     except ValueError:
         values = []
     if not values:
-        raise ValueError(f"{what} must be comma-separated integers like 0,100,500; got {text!r}")
+        raise InputError(f"{what} must be comma-separated integers like 0,100,500; got {text!r}")
     return values
 
 
@@ -44,16 +46,16 @@ def load_image(path, image_size: int, channels: int | None = None) -> np.ndarray
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image {str(path)!r} not found")
+        raise InputFileNotFoundError(f"image {str(path)!r} not found")
     try:
         with Image.open(path) as img:
             if channels is None:
                 channels = 1 if img.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
             if channels not in (1, 3):
-                raise ValueError(f"channels must be 1 or 3; got {channels!r}")
+                raise InputError(f"channels must be 1 or 3; got {channels!r}")
             pixels = np.asarray(img.convert("L" if channels == 1 else "RGB"), np.uint8)
     except UnidentifiedImageError:
-        raise ValueError(f"{str(path)!r} is not an image file Pillow can read") from None
+        raise InputError(f"{str(path)!r} is not an image file Pillow can read") from None
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     return center_crop_resize(to_float(pixels), image_size)
@@ -67,7 +69,7 @@ def default_digit(image_size: int = 16, index: int = 0) -> np.ndarray:
     images, _ = digits_arrays("test")
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
             or not 0 <= index < images.shape[0]:
-        raise ValueError(f"--index must be in [0, {images.shape[0]}); got {index!r}")
+        raise InputError(f"--index must be in [0, {images.shape[0]}); got {index!r}")
     return center_crop_resize(to_float(images[index]), image_size)
 
 
@@ -87,7 +89,7 @@ def noise_strip_picture(image: np.ndarray, levels: Sequence[int], *, schedule: s
     levels = list(levels)
     bad = [v for v in levels if not 0 <= v < num_timesteps]
     if bad:
-        raise ValueError(f"noise levels must be timesteps in [0, {num_timesteps}); got {bad}")
+        raise InputError(f"noise levels must be timesteps in [0, {num_timesteps}); got {bad}")
     return noising_strip(image, levels, sched, jax.random.key(seed), upscale=upscale)
 
 
@@ -121,8 +123,9 @@ def plot_run(workdir, out=None, keys: Sequence[str] = DEFAULT_PLOT_KEYS,
 
     log = Path(workdir) / "metrics.jsonl"
     if not log.is_file():
-        raise FileNotFoundError(f"{str(log)!r} not found: is {str(workdir)!r} a jaxdiff workdir "
-                                f"that has logged at least one interval (train.log_every)?")
+        raise InputFileNotFoundError(
+            f"{str(log)!r} not found: is {str(workdir)!r} a jaxdiff workdir "
+            f"that has logged at least one interval (train.log_every)?")
     out = Path(out) if out is not None else Path(workdir) / "metrics.png"
     plot_metrics(log, out, keys=tuple(keys), smoothing=smoothing)
     return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxdiff.validation import InputError
+
 NUM_EXAMPLES = 1797
 NUM_TEST = 297
 NUM_CLASSES = 10
@@ -17,7 +19,7 @@ def digits_arrays(split: str):
     the last 297 are "test". Pixel values 0..16 are scaled to 0..255.
     """
     if split not in ("train", "test"):
-        raise ValueError(f"unknown split {split!r} of digits; choose one of ['test', 'train']")
+        raise InputError(f"unknown split {split!r} of digits; choose one of ['test', 'train']")
     from sklearn.datasets import load_digits
 
     bunch = load_digits()

@@ -30,7 +30,7 @@ import numpy as np
 
 from jaxdiff.data.sources import DatasetInfo, open_dataset
 from jaxdiff.data.transforms import flip_bit, preprocess
-from jaxdiff.validation import check_int
+from jaxdiff.validation import InputError, check_int
 
 
 def _grain_seed(seed: int) -> int:
@@ -117,12 +117,12 @@ def input_pipeline(data_config: Any, *, split: str = "train", batch_size: int, s
     shard_count = jax.process_count() if shard_count is None else shard_count
     check_int(shard_count, "shard_count", 1)
     if not isinstance(shard_index, (int, np.integer)) or not 0 <= shard_index < shard_count:
-        raise ValueError(f"shard_index must be in [0, shard_count) = [0, {shard_count}); got "
+        raise InputError(f"shard_index must be in [0, shard_count) = [0, {shard_count}); got "
                          f"{shard_index!r}")
     if num_epochs is not None:
         check_int(num_epochs, "num_epochs", 1)
     if not drop_remainder and shard_count > 1:
-        raise ValueError(f"drop_remainder=False needs shard_count == 1 (got {shard_count}): "
+        raise InputError(f"drop_remainder=False needs shard_count == 1 (got {shard_count}): "
                          f"the last, smaller batch would differ between processes")
     opened = open_dataset(data_config)
     options = opened.options
@@ -132,9 +132,9 @@ def input_pipeline(data_config: Any, *, split: str = "train", batch_size: int, s
     num_examples = len(source)
     global_batch = batch_size * shard_count
     if num_examples == 0:
-        raise ValueError(f"split {split!r} of dataset {opened.info.name!r} has no examples")
+        raise InputError(f"split {split!r} of dataset {opened.info.name!r} has no examples")
     if num_epochs is not None and drop_remainder and num_examples * num_epochs < global_batch:
-        raise ValueError(f"global batch batch_size * shard_count = {batch_size} * {shard_count} "
+        raise InputError(f"global batch batch_size * shard_count = {batch_size} * {shard_count} "
                          f"= {global_batch} exceeds the {num_examples * num_epochs} examples of "
                          f"{num_epochs} epoch(s) of split {split!r}: no full batch; lower "
                          f"batch_size or raise num_epochs")

@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxdiff.data import folder as folder_lib
 from jaxdiff.data.transforms import CHANNELS
+from jaxdiff.validation import InputError, InputFileNotFoundError
 
 DIGITS = "digits"
 NAME_FORMS = {
@@ -94,23 +95,23 @@ def options_from_config(config: Any) -> DataOptions:
     options = DataOptions(**{f.name: _get(config, f.name, getattr(d, f.name))
                              for f in dataclasses.fields(DataOptions)})
     if not isinstance(options.name, str) or not options.name.strip():
-        raise ValueError(f"data.name must be a non-empty string; got {options.name!r}; choose "
+        raise InputError(f"data.name must be a non-empty string; got {options.name!r}; choose "
                          f"one of {sorted(NAME_FORMS)}")
     if not _is_int(options.image_size) or options.image_size < 1:
-        raise ValueError(f"data.image_size must be a positive integer; got "
+        raise InputError(f"data.image_size must be a positive integer; got "
                          f"{options.image_size!r}")
     if not _is_int(options.channels) or options.channels not in CHANNELS:
-        raise ValueError(f"data.channels must be one of {list(CHANNELS)}; got "
+        raise InputError(f"data.channels must be one of {list(CHANNELS)}; got "
                          f"{options.channels!r}")
     if options.random_flip not in (True, False):
-        raise ValueError(f"data.random_flip must be True or False; got {options.random_flip!r}")
+        raise InputError(f"data.random_flip must be True or False; got {options.random_flip!r}")
     if not _is_int(options.worker_count) or options.worker_count < 0:
-        raise ValueError(f"data.worker_count must be an integer >= 0; got "
+        raise InputError(f"data.worker_count must be an integer >= 0; got "
                          f"{options.worker_count!r}")
     for key in ("image_key", "label_key"):
         value = getattr(options, key)
         if value is not None and not isinstance(value, str):
-            raise ValueError(f"data.{key} must be a feature name (string); got {value!r}")
+            raise InputError(f"data.{key} must be a feature name (string); got {value!r}")
     return options
 
 
@@ -163,11 +164,11 @@ class OpenedDataset:
 def check_split(split: str, info: DatasetInfo) -> None:
     """Accepts split names and TFDS split expressions ("train[:90%]", "train+test")."""
     if not isinstance(split, str) or not split:
-        raise ValueError(f"split must be one of {list(info.splits)}; got {split!r}")
+        raise InputError(f"split must be one of {list(info.splits)}; got {split!r}")
     for part in split.split("+"):
         base = re.split(r"\[", part, maxsplit=1)[0].strip()
         if base not in info.splits:
-            raise ValueError(f"unknown split {split!r} of dataset {info.name!r}; choose one of "
+            raise InputError(f"unknown split {split!r} of dataset {info.name!r}; choose one of "
                              f"{list(info.splits)}")
 
 
@@ -182,17 +183,18 @@ def _tfds_builder(name: str, data_dir: str | None):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        raise ValueError(f"unknown dataset {name!r}: not a TFDS dataset and not prepared in "
+        raise InputError(f"unknown dataset {name!r}: not a TFDS dataset and not prepared in "
                          f"data_dir {data_dir!r}; data.name accepts {sorted(NAME_FORMS)} "
                          f"({'; '.join(f'{k}: {v}' for k, v in NAME_FORMS.items())}). For a TFDS "
                          f"dataset, {prepare_hint()}") from None
     if not builder.is_prepared():
-        raise FileNotFoundError(f"TFDS dataset {name!r} is not prepared in data_dir "
-                                f"{data_dir!r} (looked for {builder.data_dir}/dataset_info.json);"
-                                f" {prepare_hint(name)}")
+        raise InputFileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared in data_dir "
+            f"{data_dir!r} (looked for {builder.data_dir}/dataset_info.json);"
+            f" {prepare_hint(name)}")
     file_format = getattr(builder.info.file_format, "value", builder.info.file_format)
     if file_format != "array_record":
-        raise ValueError(f"TFDS dataset {name!r} in {builder.data_dir} is stored as "
+        raise InputError(f"TFDS dataset {name!r} in {builder.data_dir} is stored as "
                          f"{file_format!r}, but jaxdiff reads it by random access, which needs "
                          f"'array_record'; prepare it again with `tfds build {name} "
                          f"--data_dir=<dir> --file_format=array_record`")
@@ -205,20 +207,20 @@ def _open_tfds(options: DataOptions) -> OpenedDataset:
     keys = sorted(features.keys()) if hasattr(features, "keys") else []
     image_key = options.image_key or "image"
     if image_key not in keys:
-        raise ValueError(f"dataset {options.name!r} has no image feature {image_key!r} "
+        raise InputError(f"dataset {options.name!r} has no image feature {image_key!r} "
                          f"(data.image_key); its features are {keys}")
     image_feature = features[image_key]
     shape = tuple(image_feature.shape)
     have = 1 if len(shape) == 2 else shape[-1] if len(shape) == 3 else None
     if have not in CHANNELS:
-        raise ValueError(f"feature {image_key!r} of dataset {options.name!r} has shape {shape}; "
+        raise InputError(f"feature {image_key!r} of dataset {options.name!r} has shape {shape}; "
                          f"jaxdiff needs (H, W) or (H, W, C) images with C in {list(CHANNELS)} "
                          f"to convert them to data.channels={options.channels}")
     if np.dtype(image_feature.np_dtype) != np.uint8:
-        raise ValueError(f"feature {image_key!r} of dataset {options.name!r} has dtype "
+        raise InputError(f"feature {image_key!r} of dataset {options.name!r} has dtype "
                          f"{np.dtype(image_feature.np_dtype)}; jaxdiff reads uint8 images")
     if options.label_key is not None and options.label_key not in keys:
-        raise ValueError(f"dataset {options.name!r} has no label feature "
+        raise InputError(f"dataset {options.name!r} has no label feature "
                          f"{options.label_key!r} (data.label_key); its features are {keys}")
     label_key = options.label_key or ("label" if "label" in keys else None)
     num_classes = int(getattr(features[label_key], "num_classes", 0) or 0) if label_key else 0

@@ -18,6 +18,8 @@ import functools
 
 import numpy as np
 
+from jaxdiff.validation import InputError
+
 CHANNELS = (1, 3)
 # ITU-R BT.601 luma weights (the ones Pillow's RGB -> "L" conversion uses).
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
@@ -37,7 +39,7 @@ def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
         return np.repeat(image, 3, axis=-1)
     if have == 3 and channels == 1:
         return (image @ LUMA_WEIGHTS)[..., None].astype(image.dtype)
-    raise ValueError(f"cannot convert an image with {have} channels to {channels} channels; "
+    raise InputError(f"cannot convert an image with {have} channels to {channels} channels; "
                      f"only 1 <-> 3 conversions are supported (data.channels is one of "
                      f"{list(CHANNELS)})")
 

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdiff.validation import InputError, InputTypeError
+
 IMAGE_SHAPE = (16, 16, 1)
 NUM_CLASSES = 10
 FEATURE_DIM = 64
@@ -78,16 +80,16 @@ def check_classifier_images(images) -> np.ndarray:
     shape = getattr(images, "shape", None)
     dtype = getattr(images, "dtype", None)
     if shape is None or dtype is None:
-        raise TypeError(f"images must be an array of shape (N, 16, 16, 1); got "
-                        f"{type(images).__name__}")
+        raise InputTypeError(f"images must be an array of shape (N, 16, 16, 1); got "
+                             f"{type(images).__name__}")
     if len(shape) != 4 or tuple(shape[1:]) != IMAGE_SHAPE:
-        raise ValueError(f"the digits classifier takes images of shape (N, 16, 16, 1) (NHWC, "
+        raise InputError(f"the digits classifier takes images of shape (N, 16, 16, 1) (NHWC, "
                          f"float32 in [-1, 1]); got shape {tuple(shape)}")
     if not np.issubdtype(np.dtype(dtype), np.floating):
-        raise TypeError(f"images must be floating point in [-1, 1]; got dtype {dtype}")
+        raise InputTypeError(f"images must be floating point in [-1, 1]; got dtype {dtype}")
     x = np.asarray(images, dtype=np.float32)
     if not np.all(np.isfinite(x)):
-        raise ValueError("images contain NaN or infinite values")
+        raise InputError("images contain NaN or infinite values")
     return x
 
 

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxdiff.validation import InputError, InputTypeError
+
 
 def _as_features(features, what: str) -> np.ndarray:
     array = np.asarray(features)
     if array.ndim != 2:
-        raise ValueError(f"{what} must have shape (num_samples, feature_dim); got shape "
+        raise InputError(f"{what} must have shape (num_samples, feature_dim); got shape "
                          f"{array.shape}")
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise TypeError(f"{what} must be a real-valued array; got dtype {array.dtype}")
+        raise InputTypeError(f"{what} must be a real-valued array; got dtype {array.dtype}")
     array = array.astype(np.float64)
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{what} contains NaN or infinite values")
+        raise InputError(f"{what} contains NaN or infinite values")
     return array
 
 
@@ -41,7 +43,7 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     """
     x = _as_features(features, "features")
     if x.shape[0] < 2:
-        raise ValueError(f"feature_statistics needs at least 2 samples; got {x.shape[0]}")
+        raise InputError(f"feature_statistics needs at least 2 samples; got {x.shape[0]}")
     mu = x.mean(axis=0)
     centered = x - mu
     cov = centered.T @ centered / (x.shape[0] - 1)
@@ -58,12 +60,12 @@ def _check_stats(mu, cov, what: str) -> tuple[np.ndarray, np.ndarray]:
     mu = np.asarray(mu, dtype=np.float64)
     cov = np.asarray(cov, dtype=np.float64)
     if mu.ndim != 1:
-        raise ValueError(f"mu{what} must have shape (D,); got shape {mu.shape}")
+        raise InputError(f"mu{what} must have shape (D,); got shape {mu.shape}")
     if cov.shape != (mu.shape[0], mu.shape[0]):
-        raise ValueError(f"cov{what} must have shape (D, D) = {(mu.shape[0],) * 2} to match "
+        raise InputError(f"cov{what} must have shape (D, D) = {(mu.shape[0],) * 2} to match "
                          f"mu{what}; got shape {cov.shape}")
     if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(cov))):
-        raise ValueError(f"mu{what} / cov{what} contain NaN or infinite values")
+        raise InputError(f"mu{what} / cov{what} contain NaN or infinite values")
     return mu, 0.5 * (cov + cov.T)
 
 
@@ -89,7 +91,7 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     mu1, cov1 = _check_stats(mu1, cov1, "1")
     mu2, cov2 = _check_stats(mu2, cov2, "2")
     if mu1.shape != mu2.shape:
-        raise ValueError(f"feature dimensions differ: mu1 has shape {mu1.shape}, mu2 has shape "
+        raise InputError(f"feature dimensions differ: mu1 has shape {mu1.shape}, mu2 has shape "
                          f"{mu2.shape}")
     s1 = _psd_sqrt(cov1)
     middle = s1 @ cov2 @ s1

@@ -32,7 +32,7 @@ from jax.scipy.special import log_ndtr, ndtr
 
 from jaxdiff.diffusion import check_prediction_type, extract, to_x0_and_eps
 from jaxdiff.schedules import NoiseSchedule
-from jaxdiff.validation import check_choice, check_finite, check_images
+from jaxdiff.validation import InputError, check_choice, check_finite, check_images
 
 MODEL_VARIANCES = ("fixedlarge", "fixedsmall")
 _LOG2 = math.log(2.0)
@@ -148,17 +148,17 @@ def bits_per_dim(model_fn: Callable, schedule: NoiseSchedule, x0, *, key=None, n
         num_terms = T - 1
     if isinstance(num_terms, bool) or not isinstance(num_terms, (int, np.integer)) \
             or not 1 <= num_terms <= T - 1:
-        raise ValueError(f"num_terms must be an integer in [1, T-1] = [1, {T - 1}]; got "
+        raise InputError(f"num_terms must be an integer in [1, T-1] = [1, {T - 1}]; got "
                          f"{num_terms!r}")
     kl_idx = np.unique(np.round(np.linspace(1, T - 1, int(num_terms))).astype(np.int32))
     indices = np.concatenate([[0], kl_idx]).astype(np.int32)
     shape = (indices.shape[0],) + tuple(x0.shape)
     if noise is None:
         if key is None:
-            raise ValueError("bits_per_dim needs `key` (a jax.random.key) or explicit `noise`")
+            raise InputError("bits_per_dim needs `key` (a jax.random.key) or explicit `noise`")
         noise = jax.random.normal(key, shape, dtype=jnp.float32)
     elif tuple(noise.shape) != shape:
-        raise ValueError(f"noise must have shape (num_evaluated_terms, *x0.shape) = {shape}; got "
+        raise InputError(f"noise must have shape (num_evaluated_terms, *x0.shape) = {shape}; got "
                          f"{tuple(noise.shape)}")
     x0 = jnp.asarray(x0, dtype=jnp.float32)
     terms = _vb_terms(model_fn, schedule, x0, jnp.asarray(indices), jnp.asarray(noise, jnp.float32),

@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxdiff.evaluation.frechet import feature_statistics, frechet_distance
 from jaxdiff.evaluation.precision_recall import precision_recall
-from jaxdiff.validation import check_choice
+from jaxdiff.validation import InputError, InputTypeError, check_choice
 
 CONFIDENCE_THRESHOLD = 0.9
 
@@ -34,9 +34,9 @@ class FeatureExtractor(Protocol):
 def _as_int_vector(x, what: str) -> np.ndarray:
     array = np.asarray(x)
     if array.ndim != 1:
-        raise ValueError(f"{what} must have shape (N,); got shape {array.shape}")
+        raise InputError(f"{what} must have shape (N,); got shape {array.shape}")
     if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"{what} must be integers; got dtype {array.dtype}")
+        raise InputTypeError(f"{what} must be integers; got dtype {array.dtype}")
     return array.astype(np.int64)
 
 
@@ -52,7 +52,7 @@ def class_histogram(preds, num_classes: int) -> np.ndarray:
     """
     preds = _as_int_vector(preds, "preds")
     if preds.size and (preds.min() < 0 or preds.max() >= num_classes):
-        raise ValueError(f"preds must lie in [0, {num_classes}); got values from {preds.min()} "
+        raise InputError(f"preds must lie in [0, {num_classes}); got values from {preds.min()} "
                          f"to {preds.max()}")
     return np.bincount(preds, minlength=num_classes).astype(np.int64)
 
@@ -70,7 +70,7 @@ def entropy(histogram, unit: str = "bits") -> float:
     check_choice("entropy unit", unit, ENTROPY_UNITS)
     h = np.asarray(histogram, dtype=np.float64)
     if h.ndim != 1 or np.any(h < 0) or not np.all(np.isfinite(h)) or h.sum() <= 0:
-        raise ValueError(f"histogram must be a 1-D array of non-negative finite values with a "
+        raise InputError(f"histogram must be a 1-D array of non-negative finite values with a "
                          f"positive sum; got {h!r}")
     p = h[h > 0] / h.sum()
     return float(-np.sum(p * np.log(p)) / ENTROPY_UNITS[unit])
@@ -85,10 +85,10 @@ def confident_fraction(probabilities, threshold: float = CONFIDENCE_THRESHOLD) -
     """
     p = np.asarray(probabilities, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] == 0:
-        raise ValueError(f"probabilities must have shape (N, num_classes) with N >= 1; got "
+        raise InputError(f"probabilities must have shape (N, num_classes) with N >= 1; got "
                          f"shape {p.shape}")
     if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1]; got {threshold!r}")
+        raise InputError(f"threshold must be in (0, 1]; got {threshold!r}")
     return float(np.mean(p.max(axis=1) >= threshold))
 
 
@@ -102,7 +102,7 @@ def conditional_accuracy(preds, requested_labels) -> float:
     preds = _as_int_vector(preds, "preds")
     labels = _as_int_vector(requested_labels, "requested_labels")
     if preds.shape != labels.shape or preds.size == 0:
-        raise ValueError(f"preds and requested_labels must have the same non-empty shape; got "
+        raise InputError(f"preds and requested_labels must have the same non-empty shape; got "
                          f"{preds.shape} and {labels.shape}")
     return float(np.mean(preds == labels))
 
@@ -111,21 +111,21 @@ def _check_image_batch(x, what: str) -> np.ndarray:
     shape = getattr(x, "shape", None)
     dtype = getattr(x, "dtype", None)
     if shape is None or dtype is None:
-        raise TypeError(f"{what} must be an array (N, H, W, C); got {type(x).__name__}")
+        raise InputTypeError(f"{what} must be an array (N, H, W, C); got {type(x).__name__}")
     if len(shape) != 4:
-        raise ValueError(f"{what} must be NHWC with rank 4; got shape {tuple(shape)}")
+        raise InputError(f"{what} must be NHWC with rank 4; got shape {tuple(shape)}")
     if not np.issubdtype(np.dtype(dtype), np.floating):
-        raise TypeError(f"{what} must be floating point in [-1, 1]; got dtype {dtype}")
+        raise InputTypeError(f"{what} must be floating point in [-1, 1]; got dtype {dtype}")
     array = np.asarray(x, dtype=np.float32)
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{what} contain NaN or infinite values")
+        raise InputError(f"{what} contain NaN or infinite values")
     return array
 
 
 def _features(extractor: Callable, images: np.ndarray, what: str) -> np.ndarray:
     features = np.asarray(extractor(images))
     if features.ndim != 2 or features.shape[0] != images.shape[0]:
-        raise ValueError(f"the feature extractor must return (N, D) = ({images.shape[0]}, D) "
+        raise InputError(f"the feature extractor must return (N, D) = ({images.shape[0]}, D) "
                          f"features for {what}; got shape {features.shape}")
     return features
 
@@ -161,7 +161,7 @@ def evaluate_samples(samples, real_images, extractor: FeatureExtractor | None = 
     samples = _check_image_batch(samples, "samples")
     real_images = _check_image_batch(real_images, "real_images")
     if samples.shape[1:] != real_images.shape[1:]:
-        raise ValueError(f"samples and real_images must have the same image shape; got "
+        raise InputError(f"samples and real_images must have the same image shape; got "
                          f"{samples.shape[1:]} and {real_images.shape[1:]}")
     out_of_range = float(np.mean(np.abs(samples) > 1.0))
     if clip:
@@ -174,7 +174,7 @@ def evaluate_samples(samples, real_images, extractor: FeatureExtractor | None = 
         classifier = default if classifier is None else classifier
         extractor = default.features if extractor is None else extractor
     if extractor is None:
-        raise ValueError(f"no default feature extractor for images of shape "
+        raise InputError(f"no default feature extractor for images of shape "
                          f"{samples.shape[1:]} (the digits classifier takes (16, 16, 1)); pass "
                          f"extractor=<callable images -> (N, D) features>")
     fake_f = _features(extractor, samples, "samples")
@@ -204,6 +204,6 @@ def evaluate_samples(samples, real_images, extractor: FeatureExtractor | None = 
         if requested_labels is not None:
             result["conditional_accuracy"] = conditional_accuracy(preds, requested_labels)
     elif requested_labels is not None:
-        raise ValueError("requested_labels were given but there is no classifier to check "
+        raise InputError("requested_labels were given but there is no classifier to check "
                          "them; pass classifier=<object with .probabilities(images)>")
     return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxdiff.evaluation.frechet import _as_features
+from jaxdiff.validation import InputError
 
 _BLOCK = 1024
 
@@ -72,15 +73,15 @@ def precision_recall(real_features, fake_features, k: int = 3) -> dict[str, floa
       Models", sec. 2 (eqs. 1-3).
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1; got {k!r}")
+        raise InputError(f"k must be an integer >= 1; got {k!r}")
     real = _as_features(real_features, "real_features")
     fake = _as_features(fake_features, "fake_features")
     if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"feature dimensions differ: real has {real.shape[1]}, fake has "
+        raise InputError(f"feature dimensions differ: real has {real.shape[1]}, fake has "
                          f"{fake.shape[1]}")
     for name, x in (("real_features", real), ("fake_features", fake)):
         if x.shape[0] <= k:
-            raise ValueError(f"{name} needs more than k={k} samples; got {x.shape[0]}")
+            raise InputError(f"{name} needs more than k={k} samples; got {x.shape[0]}")
     precision = _fraction_inside(fake, real, knn_radii(real, k))
     recall = _fraction_inside(real, fake, knn_radii(fake, k))
     return {"precision": precision, "recall": recall}

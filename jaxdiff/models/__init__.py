@@ -29,6 +29,7 @@ from flax import nnx
 
 from jaxdiff.models.layers import GROUP_NORM_EPS
 from jaxdiff.models.unet import UNet, check_model_kwargs
+from jaxdiff.validation import InputError
 
 __all__ = [
     "UNet",
@@ -57,7 +58,7 @@ def _full_kwargs(model_kwargs: dict) -> dict:
     allowed = sorted(n for n in params if n not in ("self", "rngs"))
     unknown = sorted(set(model_kwargs) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown model option(s) {unknown}; choose from {allowed}")
+        raise InputError(f"unknown model option(s) {unknown}; choose from {allowed}")
     full = {n: params[n].default for n in allowed}
     full.update(model_kwargs)
     return check_model_kwargs(**full)
@@ -141,7 +142,7 @@ class _BoundApply:
         if self.labels_enabled:
             return apply_model(self.graphdef, params, x_t, t, labels)
         if labels is not None:
-            raise ValueError("this model_fn was made with labels_enabled=False; call fn(x_t, t)")
+            raise InputError("this model_fn was made with labels_enabled=False; call fn(x_t, t)")
         return apply_model(self.graphdef, params, x_t, t)
 
 

@@ -30,7 +30,7 @@ from jaxdiff.models.layers import (
     timestep_embedding,
     upsample_nearest,
 )
-from jaxdiff.validation import check_images, check_int, is_concrete
+from jaxdiff.validation import InputError, InputTypeError, check_images, check_int, is_concrete
 
 
 def _check_dtype(name: str, value) -> str:
@@ -42,7 +42,7 @@ def _check_dtype(name: str, value) -> str:
         except TypeError:
             key = None
     if key not in DTYPES:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(DTYPES)}")
+        raise InputError(f"unknown {name} {value!r}; choose one of {sorted(DTYPES)}")
     return key
 
 
@@ -59,11 +59,11 @@ def check_model_kwargs(*, image_size, in_channels, out_channels, base_channels, 
         out_channels, "out_channels")
     base_channels = check_int(base_channels, "base_channels")
     if isinstance(channel_mults, (str, bytes)) or not hasattr(channel_mults, "__iter__"):
-        raise TypeError(f"channel_mults must be a sequence of positive integers; got "
-                        f"{channel_mults!r}")
+        raise InputTypeError(f"channel_mults must be a sequence of positive integers; got "
+                             f"{channel_mults!r}")
     channel_mults = tuple(channel_mults)
     if not channel_mults:
-        raise ValueError("channel_mults must name at least one level, e.g. (1, 2, 2); got ()")
+        raise InputError("channel_mults must name at least one level, e.g. (1, 2, 2); got ()")
     for m in channel_mults:
         check_int(m, "each channel_mults entry")
     channel_mults = tuple(int(m) for m in channel_mults)
@@ -71,7 +71,7 @@ def check_model_kwargs(*, image_size, in_channels, out_channels, base_channels, 
     num_levels = len(channel_mults)
     factor = 2 ** (num_levels - 1)
     if image_size % factor:
-        raise ValueError(f"image_size must be divisible by 2**(len(channel_mults) - 1) = {factor} "
+        raise InputError(f"image_size must be divisible by 2**(len(channel_mults) - 1) = {factor} "
                          f"for {num_levels} levels; got image_size={image_size}")
     sizes = [image_size // 2 ** i for i in range(num_levels)]
     if isinstance(attention_resolutions, (int, np.integer)):
@@ -79,7 +79,7 @@ def check_model_kwargs(*, image_size, in_channels, out_channels, base_channels, 
     attention_resolutions = tuple(attention_resolutions or ())
     for r in attention_resolutions:
         if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r not in sizes:
-            raise ValueError(f"attention_resolutions must be feature-map sizes of this UNet "
+            raise InputError(f"attention_resolutions must be feature-map sizes of this UNet "
                              f"{sizes} (image_size={image_size}, {num_levels} levels); got {r!r}")
     attention_resolutions = tuple(sorted({int(r) for r in attention_resolutions}, reverse=True))
     num_heads = check_int(num_heads, "num_heads")
@@ -88,19 +88,19 @@ def check_model_kwargs(*, image_size, in_channels, out_channels, base_channels, 
                                       if s in attention_resolutions}
     for c in sorted(attn_channels):
         if c % num_heads:
-            raise ValueError(f"num_heads={num_heads} must divide the channels of every attention "
+            raise InputError(f"num_heads={num_heads} must divide the channels of every attention "
                              f"block (the mid block and attention_resolutions levels): "
                              f"{sorted(attn_channels)}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be a rate in [0, 1); got {dropout!r}")
+        raise InputError(f"dropout must be a rate in [0, 1); got {dropout!r}")
     num_groups = check_int(num_groups, "num_groups")
     for c in sorted(set(channels)):
         if c % num_groups:
-            raise ValueError(f"num_groups={num_groups} must divide every level's channels "
+            raise InputError(f"num_groups={num_groups} must divide every level's channels "
                              f"{channels} (base_channels * channel_mults)")
     num_classes = check_int(num_classes, "num_classes", 0)
     if not isinstance(remat, (bool, np.bool_)):
-        raise TypeError(f"remat must be True or False; got {remat!r}")
+        raise InputTypeError(f"remat must be True or False; got {remat!r}")
     return dict(image_size=image_size, in_channels=in_channels, out_channels=out_channels,
                 base_channels=base_channels, channel_mults=channel_mults,
                 num_res_blocks=num_res_blocks, attention_resolutions=attention_resolutions,
@@ -260,47 +260,49 @@ class UNet(nnx.Module):
         check_images(x, "x")
         b, h, w, c = x.shape
         if c != self.in_channels:
-            raise ValueError(f"x must have in_channels={self.in_channels} channels (NHWC); "
+            raise InputError(f"x must have in_channels={self.in_channels} channels (NHWC); "
                              f"got shape {tuple(x.shape)}")
         f = self.downsampling_factor
         if h % f or w % f or h == 0 or w == 0:
-            raise ValueError(f"x height and width must be positive multiples of the downsampling "
+            raise InputError(f"x height and width must be positive multiples of the downsampling "
                              f"factor {f} (image_size={self.image_size}); got shape "
                              f"{tuple(x.shape)}")
         t_shape = getattr(t, "shape", None)
         t_dtype = getattr(t, "dtype", None)
         if t_shape is None:
             if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)):
-                raise TypeError(f"t must be an int32 array of shape ({b},) or a scalar; got "
-                                f"{type(t).__name__}")
+                raise InputTypeError(f"t must be an int32 array of shape ({b},) or a scalar; got "
+                                     f"{type(t).__name__}")
         else:
             if tuple(t_shape) not in ((), (b,)):
-                raise ValueError(f"t must have shape (batch,) = ({b},) or be a scalar; got shape "
+                raise InputError(f"t must have shape (batch,) = ({b},) or be a scalar; got shape "
                                  f"{tuple(t_shape)}")
             if not (jnp.issubdtype(t_dtype, jnp.integer) or jnp.issubdtype(t_dtype, jnp.floating)):
-                raise TypeError(f"t must be integer (int32) or float timesteps; got dtype {t_dtype}")
+                raise InputTypeError(
+                    f"t must be integer (int32) or float timesteps; got dtype {t_dtype}")
         if self.num_classes == 0:
             if labels is not None:
-                raise ValueError("labels were given but this UNet is unconditional "
+                raise InputError("labels were given but this UNet is unconditional "
                                  "(num_classes=0); build it with num_classes > 0 or pass "
                                  "labels=None")
         elif labels is not None:
             l_shape = getattr(labels, "shape", None)
             l_dtype = getattr(labels, "dtype", None)
             if l_shape is None or tuple(l_shape) != (b,):
-                raise ValueError(f"labels must be an int32 array of shape (batch,) = ({b},); got "
-                                 f"{tuple(l_shape) if l_shape is not None else type(labels).__name__}")
+                raise InputError(
+                    f"labels must be an int32 array of shape (batch,) = ({b},); got "
+                    f"{tuple(l_shape) if l_shape is not None else type(labels).__name__}")
             if not jnp.issubdtype(l_dtype, jnp.integer):
-                raise TypeError(f"labels must be integers in [0, {self.num_classes}] "
-                                f"({self.num_classes} = null label); got dtype {l_dtype}")
+                raise InputTypeError(f"labels must be integers in [0, {self.num_classes}] "
+                                     f"({self.num_classes} = null label); got dtype {l_dtype}")
             if is_concrete(labels):
                 v = np.asarray(labels)
                 if v.size and (v.min() < 0 or v.max() > self.num_classes):
-                    raise ValueError(f"labels must lie in [0, {self.num_classes}] "
+                    raise InputError(f"labels must lie in [0, {self.num_classes}] "
                                      f"({self.num_classes} = null label); got values from "
                                      f"{v.min()} to {v.max()}")
         if train and self.dropout > 0 and dropout_key is None:
-            raise ValueError(f"train=True with dropout={self.dropout} needs a dropout_key "
+            raise InputError(f"train=True with dropout={self.dropout} needs a dropout_key "
                              f"(a jax.random.key); got None")
 
     def __call__(self, x: jax.Array, t, labels: jax.Array | None = None, *, train: bool = False,

@@ -51,7 +51,7 @@ def check_noise_source(method: str, stochastic: bool, eta_value, key, noise, x_s
         raw = dtype == jnp.uint32 and tuple(key.shape) == (2,)
         if not (typed and tuple(key.shape) == ()) and not raw:
             raise InputTypeError(f"key must be a single jax.random.key(seed); got "
-                            f"{getattr(key, 'shape', '')} {dtype or type(key).__name__}")
+                                 f"{getattr(key, 'shape', '')} {dtype or type(key).__name__}")
         return "key"
     needs = stochastic and (method != "ddim" or eta_value is None or eta_value > 0)
     if needs:
@@ -85,7 +85,7 @@ def check_guidance(labels, null_label, guidance_scale, batch: int) -> bool:
     dtype = getattr(labels, "dtype", None)
     if shape is None or dtype is None or not jnp.issubdtype(dtype, jnp.integer):
         raise InputTypeError(f"labels must be an int32 array of shape ({batch},); got "
-                        f"{dtype if dtype is not None else type(labels).__name__}")
+                             f"{dtype if dtype is not None else type(labels).__name__}")
     if tuple(shape) != (batch,):
         raise InputError(f"labels must have shape (batch,) = ({batch},); got {tuple(shape)}")
     if is_concrete(labels) and is_concrete(null_label):

@@ -76,8 +76,9 @@ def _as_partial(model_fn) -> jax.tree_util.Partial:
     if isinstance(model_fn, jax.tree_util.Partial):
         return model_fn
     if not callable(model_fn):
-        raise InputTypeError(f"model_fn must be callable as model_fn(x_t, t) (or (x_t, t, labels)); "
-                        f"got {type(model_fn).__name__}")
+        raise InputTypeError(
+            f"model_fn must be callable as model_fn(x_t, t) (or (x_t, t, labels)); "
+            f"got {type(model_fn).__name__}")
     return jax.tree_util.Partial(model_fn)
 
 
@@ -192,8 +193,9 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
     check_prediction_type(prediction_type)
     check_choice("variance_type", variance_type, VARIANCE_TYPES)
     if not isinstance(schedule, NoiseSchedule):
-        raise InputTypeError(f"schedule must be a NoiseSchedule (jaxdiff.schedules.make_schedule); got "
-                        f"{type(schedule).__name__}")
+        raise InputTypeError(
+            f"schedule must be a NoiseSchedule (jaxdiff.schedules.make_schedule); got "
+            f"{type(schedule).__name__}")
     check_choice("timestep_rule", timestep_rule, TIMESTEP_RULES)
     ts = timesteps(schedule, num_steps, spacing, steps_offset, method=method, rule=timestep_rule)
     t_next = next_timesteps(ts, schedule.num_timesteps, method, timestep_rule)

@@ -102,7 +102,7 @@ def check_num_steps(num_steps, num_train: int) -> int:
     """num_steps must be a Python/numpy integer in [1, num_train]."""
     if not _is_int(num_steps):
         raise InputTypeError(f"num_steps must be an integer in [1, {num_train}]; got {num_steps!r} "
-                        f"of type {type(num_steps).__name__}")
+                             f"of type {type(num_steps).__name__}")
     if not 1 <= num_steps <= num_train:
         raise InputError(f"num_steps must be in [1, {num_train}] (the schedule's number of "
                          f"timesteps); got {num_steps}")
@@ -113,7 +113,7 @@ def _num_train(schedule) -> int:
     num_train = schedule if _is_int(schedule) else getattr(schedule, "num_timesteps", None)
     if not _is_int(num_train):
         raise InputTypeError(f"schedule must be a NoiseSchedule or an int number of timesteps; got "
-                        f"{type(schedule).__name__}")
+                             f"{type(schedule).__name__}")
     return int(num_train)
 
 
