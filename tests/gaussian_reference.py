@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
 ZERO_SNR = 2.0 ** -24
 
 
