@@ -19,6 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.channels = 1
     config.data.random_flip = False
     config.data.worker_count = 0
+    # Damaged or unreadable images/records: False stops the run listing them, True leaves them
+    # out with a warning (jaxdiff/data/damaged.py).
+    config.data.skip_bad_files = False
 
     config.model = ml_collections.ConfigDict()
     config.model.image_size = config.data.get_ref("image_size")

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from jaxdiff.data import folder as folder_lib
+from jaxdiff.data.damaged import read_or_skip
 from jaxdiff.data.transforms import CHANNELS
 from jaxdiff.validation import InputError, InputFileNotFoundError
 
@@ -73,6 +74,7 @@ class DataOptions:
     image_key: str | None = None
     label_key: str | None = None
     worker_count: int = 0
+    skip_bad_files: bool = False
 
 
 def _get(config: Any, key: str, default: Any) -> Any:
@@ -103,6 +105,9 @@ def options_from_config(config: Any) -> DataOptions:
     if not _is_int(options.channels) or options.channels not in CHANNELS:
         raise InputError(f"data.channels must be one of {list(CHANNELS)}; got "
                          f"{options.channels!r}")
+    if options.skip_bad_files not in (True, False):
+        raise InputError(f"data.skip_bad_files must be True or False; got "
+                         f"{options.skip_bad_files!r}")
     if options.random_flip not in (True, False):
         raise InputError(f"data.random_flip must be True or False; got {options.random_flip!r}")
     if not _is_int(options.worker_count) or options.worker_count < 0:
@@ -116,12 +121,21 @@ def options_from_config(config: Any) -> DataOptions:
 
 
 class TfdsSource:
-    """Adapts a TFDS data source to records {"image": uint8 (H, W, C), "label": int}."""
+    """Adapts a TFDS data source to records {"image": uint8 (H, W, C), "label": int}.
 
-    def __init__(self, data_source, image_key: str, label_key: str | None):
+    A record that fails to decode stops the run naming it (`name`, e.g. "split 'train' of
+    dataset 'cifar10'", and its index), or with `skip_bad_files` is replaced by the next record
+    that decodes, with a warning (see `jaxdiff.data.damaged`).
+    """
+
+    def __init__(self, data_source, image_key: str, label_key: str | None, name: str = "",
+                 skip_bad_files: bool = False):
         self._source = data_source
         self._image_key = image_key
         self._label_key = label_key
+        self._name = name or repr(data_source)
+        self._skip_bad_files = skip_bad_files
+        self._reported: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._source)
@@ -133,15 +147,28 @@ class TfdsSource:
         label = int(example[self._label_key]) if self._label_key else 0
         return {"image": image, "label": label}
 
+    def _describe(self, index: int) -> str:
+        return f"record {index} of {self._name}"
+
     def __getitem__(self, index: int) -> dict:
-        return self._record(self._source[index])
+        # Only the TFDS read (which decodes the features) is guarded: a failure there is the
+        # data's; one in `_record` is jaxdiff's and keeps its traceback.
+        example = read_or_skip(self._source.__getitem__, index, len(self), self._describe,
+                               self._skip_bad_files, self._reported)
+        return self._record(example)
 
     def read_many(self, indices: list[int]) -> list[dict]:
-        """Batched read: array_record fetches the records in parallel threads."""
+        """Batched read: array_record fetches the records in parallel threads. If any record of
+        the batch fails to decode, the batch is read again one record at a time, so the one
+        that fails is named (or skipped)."""
+        getitems = getattr(self._source, "__getitems__", None)
+        if getitems is None:  # tfds.testing.mock_data's data sources read one index at a time
+            return [self[i] for i in indices]
         try:
-            examples = self._source.__getitems__(indices)
-        except TypeError:  # tfds.testing.mock_data's data sources read one index at a time
-            examples = [self._source[i] for i in indices]
+            examples = getitems(indices)
+        # Decoders raise many types for damaged data; the per-record reads below report it.
+        except Exception:  # noqa: BLE001
+            return [self[i] for i in indices]
         return [self._record(example) for example in examples]
 
     def __repr__(self) -> str:
@@ -227,17 +254,19 @@ def _open_tfds(options: DataOptions) -> OpenedDataset:
     sizes = {s: int(v.num_examples) for s, v in builder.info.splits.items()}
 
     def opener(split):
-        return TfdsSource(builder.as_data_source(split=split), image_key, label_key)
+        return TfdsSource(builder.as_data_source(split=split), image_key, label_key,
+                          f"split {split!r} of dataset {options.name!r}", options.skip_bad_files)
 
     return OpenedDataset(_make_info(options, num_classes, sizes), options, opener)
 
 
 def _open_folder(options: DataOptions) -> OpenedDataset:
-    paths, labels, classes = folder_lib.scan_folder(options.name[len(folder_lib.PREFIX):])
+    paths, labels, classes = folder_lib.scan_folder(options.name[len(folder_lib.PREFIX):],
+                                                    options.skip_bad_files)
 
     def opener(split):
         del split  # "train" is the only split.
-        return folder_lib.FolderSource(paths, labels, options.channels)
+        return folder_lib.FolderSource(paths, labels, options.channels, options.skip_bad_files)
 
     return OpenedDataset(_make_info(options, len(classes), {"train": len(paths)}), options,
                          opener)
