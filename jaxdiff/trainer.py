@@ -63,7 +63,7 @@ class _StopRequest:
 def check_resume_compatible(workdir: Path, config) -> None:
     """Refuses to continue a run whose saved config differs in a key that matters.
 
-    Raises ValueError listing each differing key with its saved and requested values; the keys
+    Raises InputError listing each differing key with its saved and requested values; the keys
     in `checkpoint.HARMLESS_KEYS` (total steps, logging, checkpointing, sampling) may change.
     """
     workdir = Path(workdir)

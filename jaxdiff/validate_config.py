@@ -6,7 +6,7 @@ from jaxdiff.validation import InputError, check_choice, check_int
 
 
 def validate_config(config) -> None:
-    """Raises ValueError naming the key, the value and what is accepted."""
+    """Raises InputError naming the key, the value and what is accepted."""
     from jaxdiff.diffusion import PREDICTION_TYPES
     from jaxdiff.losses import WEIGHTINGS
     from jaxdiff.schedules import SCHEDULES

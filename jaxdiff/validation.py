@@ -33,7 +33,7 @@ class InputFileNotFoundError(InputError, FileNotFoundError):
 
 def check_int(value, what: str, minimum: int = 1, maximum: int | None = None) -> int:
     """Returns `value` as an int if it is an integer (not a bool) in [minimum, maximum], else
-    raises ValueError naming `what`, the value and the accepted range."""
+    raises InputError naming `what`, the value and the accepted range."""
     bad = isinstance(value, bool) or not isinstance(value, (int, np.integer))
     if bad or value < minimum or (maximum is not None and value > maximum):
         bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
@@ -42,7 +42,7 @@ def check_int(value, what: str, minimum: int = 1, maximum: int | None = None) ->
 
 
 def check_choice(kind: str, name, choices: Iterable[str]) -> str:
-    """Returns `name` if it is one of `choices`, else raises ValueError listing them."""
+    """Returns `name` if it is one of `choices`, else raises InputError listing them."""
     choices = sorted(choices)
     if not isinstance(name, str) or name not in choices:
         raise InputError(f"unknown {kind} {name!r}; choose one of {choices}")
@@ -94,6 +94,6 @@ def check_same_shape(a, b, what_a: str, what_b: str) -> None:
 
 
 def check_finite(x, what: str) -> None:
-    """Raises if a concrete array holds NaN or inf (skipped under tracing)."""
+    """Raises InputError if a concrete array holds NaN or inf (skipped under tracing)."""
     if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
         raise InputError(f"{what} contains NaN or infinite values")
