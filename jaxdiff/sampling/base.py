@@ -161,10 +161,19 @@ def make_denoise(model_fn, prediction_type: str, *, labels=None, null_label=None
     x_vp = alpha x0 + sigma eps (see `x0_and_eps`). With `labels`, the model is called once on
     the doubled batch (x, x), (t, t), (labels, null_label) and its output combined as
     uncond + g * (cond - uncond) (Ho & Salimans 2022, eq. 6, written on the model output whatever
-    its parameterisation, as the diffusers pipelines do). Then x0 (not eps, as in diffusers) is
+    its parameterisation, as the diffusers pipelines do). `labels` are int class labels (B,) with
+    a scalar `null_label` (broadcast), or a conditioning array (B, ...) of rank >= 2 such as text
+    states (B, tokens, D) with `null_label` an array of the same shape (per-example unconditional
+    states: the empty or the negative prompt's). Then x0 (not eps, as in diffusers) is
     thresholded (if `thresholding`) or else clipped to [-clip_sample_range, clip_sample_range]
     (if `clip_sample`).
     """
+
+    if labels is not None:
+        # a per-example unconditional input (text states of the empty or negative prompt) is
+        # used as it is; a class index is broadcast over the batch
+        per_example = jnp.shape(null_label) == jnp.shape(labels) and jnp.ndim(labels) > 1
+        unconditional = null_label if per_example else jnp.full_like(labels, null_label)
 
     def denoise(x, t, alpha, sigma):
         tb = jnp.full((x.shape[0],), t, t.dtype)
@@ -172,7 +181,7 @@ def make_denoise(model_fn, prediction_type: str, *, labels=None, null_label=None
             out = model_fn(x, tb)
         else:
             both = model_fn(jnp.concatenate([x, x]), jnp.concatenate([tb, tb]),
-                            jnp.concatenate([labels, jnp.full_like(labels, null_label)]))
+                            jnp.concatenate([labels, unconditional]))
             cond, uncond = jnp.split(both, 2)
             out = uncond + guidance_scale * (cond - uncond)
         out = out.astype(x.dtype)

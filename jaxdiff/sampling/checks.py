@@ -107,3 +107,23 @@ def check_range(value, what: str, low: float, high: float | None = None, *,
         left = f"> {low}" if low_open else f">= {low}"
         rng = f"{left} and <= {high}" if high is not None else left
         raise InputError(f"{what} must be {rng}; got {value!r}")
+
+
+def check_context(context, null_context, guidance_scale, batch: int) -> None:
+    """Checks conditioning states for guidance: two float arrays (batch, ...) of one shape and
+    rank >= 2 (e.g. text states (batch, tokens, dim)), and a finite guidance scale."""
+    g = _concrete_scalar(guidance_scale, "guidance_scale")
+    if g is not None and not np.isfinite(g):
+        raise InputError(f"guidance_scale must be finite; got {guidance_scale!r}")
+    for value, what in ((context, "context"), (null_context, "null_context")):
+        shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+        if shape is None or dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise InputTypeError(f"{what} must be a float array (batch, ...) such as text states "
+                                 f"(batch, tokens, dim); got "
+                                 f"{dtype if dtype is not None else type(value).__name__}")
+        if len(shape) < 2 or shape[0] != batch:
+            raise InputError(f"{what} must have shape ({batch}, ...) with rank >= 2 (batch "
+                             f"first, as x_T); got {tuple(shape)}")
+    if tuple(context.shape) != tuple(null_context.shape):
+        raise InputError(f"null_context must have the shape of context {tuple(context.shape)}; "
+                         f"got {tuple(null_context.shape)}")

@@ -10,7 +10,13 @@ import numpy as np
 
 from jaxdiff.diffusion import check_prediction_type
 from jaxdiff.sampling.base import Context, Sampler, StepInput, make_denoise
-from jaxdiff.sampling.checks import check_eta, check_guidance, check_noise_source, check_range
+from jaxdiff.sampling.checks import (
+    check_context,
+    check_eta,
+    check_guidance,
+    check_noise_source,
+    check_range,
+)
 from jaxdiff.sampling.ddim import DDIM
 from jaxdiff.sampling.ddpm import DDPM, VARIANCE_TYPES
 from jaxdiff.sampling.dpmpp import DPMPP_2M
@@ -18,7 +24,7 @@ from jaxdiff.sampling.euler import EULER
 from jaxdiff.sampling.heun import HEUN
 from jaxdiff.sampling.spacing import TIMESTEP_RULES, next_timesteps, timesteps
 from jaxdiff.schedules import NoiseSchedule
-from jaxdiff.validation import InputTypeError, check_choice, check_images
+from jaxdiff.validation import InputError, InputTypeError, check_choice, check_images
 
 SAMPLERS: dict[str, Sampler] = {
     "ddpm": DDPM,
@@ -88,7 +94,7 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
            labels=None, guidance_scale=1.0, null_label=None, variance_type: str = "fixed_small",
            clip_sample_range=1.0, thresholding: bool = False, dynamic_thresholding_ratio=0.995,
            steps_offset: int = 0, set_alpha_to_one: bool = True,
-           timestep_rule: str = "diffusers"):
+           timestep_rule: str = "diffusers", context=None, null_context=None):
     """Generates images from noise x_T with `num_steps` steps of a sampler.
 
     By default every method visits the timesteps of its diffusers scheduler for the same
@@ -145,6 +151,11 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
       guidance_scale: g in uncond + g (cond - uncond) (applied to the model output); traced.
         Must be 1 without labels.
       null_label: the "no label" class index the model was trained with; required with labels.
+      context, null_context: instead of labels, conditioning arrays of one shape (B, ...), rank
+        >= 2, e.g. text states (B, tokens, dim) of the prompts and of the empty (or negative)
+        prompts; each step calls `model_fn(x_t, t, states)` once on the doubled batch
+        (x, x), (t, t), (context, null_context) and mixes the outputs with `guidance_scale`
+        (traced, like the states).
       variance_type: DDPM's "fixed_small" (posterior variance) or "fixed_large" (beta).
       clip_sample_range: the clip bound, and with `thresholding` the largest threshold s
         (diffusers' `sample_max_value`).
@@ -212,7 +223,18 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
                                 tuple(x_T.shape), num_steps)
     if not sampler.stochastic:
         source = "none"  # checked, then ignored: the ODE samplers draw nothing
-    guided = check_guidance(labels, null_label, guidance_scale, x_T.shape[0])
+    if context is not None or null_context is not None:
+        if labels is not None or null_label is not None:
+            raise InputError("give labels and null_label (class labels) or context and "
+                             "null_context (conditioning states), not both")
+        check_context(context, null_context, guidance_scale, x_T.shape[0])
+        guided = True
+        cond = jnp.asarray(context)
+        uncond = jnp.asarray(null_context, cond.dtype)
+    else:
+        guided = check_guidance(labels, null_label, guidance_scale, x_T.shape[0])
+        cond = jnp.asarray(labels, jnp.int32) if guided else None
+        uncond = jnp.asarray(null_label, jnp.int32) if guided else None
     check_range(clip_sample_range, "clip_sample_range", 0.0, low_open=True)
     check_range(dynamic_thresholding_ratio, "dynamic_thresholding_ratio", 0.0, 1.0,
                 low_open=True)
@@ -224,9 +246,7 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
                 jnp.asarray(spacing == "leading"),
                 jnp.asarray(bool(set_alpha_to_one) or method != "ddim"),
                 key if source == "key" else None, noise if source == "array" else None,
-                f32(eta), jnp.asarray(labels, jnp.int32) if guided else None,
-                jnp.asarray(null_label, jnp.int32) if guided else None,
-                f32(guidance_scale) if guided else None, f32(clip_sample_range),
+                f32(eta), cond, uncond, f32(guidance_scale) if guided else None, f32(clip_sample_range),
                 f32(dynamic_thresholding_ratio), method=method,
                 prediction_type=prediction_type,
                 variance_type=variance_type if method == "ddpm" else "fixed_small",
