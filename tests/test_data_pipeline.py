@@ -85,8 +85,8 @@ def test_two_processes_split_each_epoch_exactly(config):
         for p in range(2)]
     for step in range(steps):
         assert not set(shards[0][step]) & set(shards[1][step])
-    # Interleave the two processes back into the global example stream (position p mod 2).
-    stream = np.stack(shards, axis=-1).reshape(-1)
+    # Put the two processes' blocks side by side: the global example stream.
+    stream = np.concatenate(shards, axis=1).reshape(-1)
     for epoch in range(len(stream) // NUM):
         np.testing.assert_array_equal(np.sort(stream[epoch * NUM:(epoch + 1) * NUM]),
                                       np.arange(NUM))

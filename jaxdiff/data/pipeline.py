@@ -3,9 +3,12 @@
 The example stream of a run is the concatenation of epochs; each epoch is a fresh permutation
 of the whole split (grain's global index shuffle, seeded from (seed, epoch)), so examples never
 mix across epochs. Step s uses stream positions [s * G, (s + 1) * G) with the global batch
-G = batch_size * shard_count, and process p takes the positions congruent to p modulo
-shard_count. Processes therefore never share an example in a step, and together they see every
-example of every epoch exactly once. A batch may hold the last examples of one epoch and the
+G = batch_size * shard_count, and process p takes the p-th block of batch_size consecutive
+positions, [s * G + p * batch_size, s * G + (p + 1) * batch_size): the processes' rows, put side
+by side in process order (as `jax.make_array_from_process_local_data` does), are the global batch
+one process would read, so a run gives the same numbers on any number of processes. Processes
+never share an example in a step, and together they see every example of every epoch exactly
+once. A batch may hold the last examples of one epoch and the
 first of the next; with a finite `num_epochs` and `drop_remainder=True` the stream is cut to a
 whole number of global batches, so every process yields the same number of batches.
 
@@ -147,8 +150,8 @@ def input_pipeline(data_config: Any, *, split: str = "train", batch_size: int, s
     if num_epochs is not None and drop_remainder:
         ds = ds[: len(ds) // global_batch * global_batch]
     ds = ds.map_with_index(_with_position)
-    ds = ds[shard_index::shard_count]
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds[shard_index::shard_count]  # this process's block of each global batch
     ds = ds.map(_ReadAndTransform(source, options.image_size, options.channels,
                                   bool(options.random_flip), int(seed)))
     read = grain.ReadOptions(num_threads=min(prefetch, 4) if worker_count == 0 else 0,
