@@ -92,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="side the image is cropped and resized to")
     noise.add_argument("--seed", type=int, default=0)
 
+    from jaxdiff.commands.txt2img import add_arguments as add_txt2img_arguments
+
+    add_txt2img_arguments(sub.add_parser(
+        "txt2img", help="images from prompts with a Stable Diffusion folder (diffusers layout)"))
+
     plot = sub.add_parser("plot", help="plot loss and metrics over steps of a workdir")
     plot.add_argument("--workdir", required=True)
     plot.add_argument("--out", default=None, help="PNG (default <workdir>/metrics.png)")
@@ -100,11 +105,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_processes() -> None:
+    """Joins the other processes of a multi-process run (JAXDIFF_COORDINATOR /
+    JAXDIFF_NUM_PROCESSES / JAXDIFF_PROCESS_ID, or SLURM / TPU pods as JAX detects them) before
+    anything touches a device; a no-op for a single process."""
+    from jaxdiff import parallel
+
+    parallel.initialize_distributed()
+
+
 def _train(args, overrides) -> int:
     from jaxdiff.config_overrides import apply_overrides
     from jaxdiff.configs import get_config
     from jaxdiff.trainer import train
 
+    _join_processes()
     config = apply_overrides(get_config(args.config), overrides)
     train(config, args.workdir, restore_step=args.restore_step)
     return 0
@@ -125,6 +140,7 @@ def _sample(args, overrides) -> int:
 
     from jaxdiff.generate import generate_images, load_run, save_grid
 
+    _join_processes()
     if overrides:
         raise InputError(f"sample takes no --config overrides (got {sorted(overrides)}); it uses "
                          f"the config saved in the workdir")
@@ -176,6 +192,7 @@ def _no_overrides(command: str, overrides) -> None:
 def _eval(args, overrides) -> int:
     from jaxdiff.commands.eval import EVAL_FILE, evaluate_run, markdown_table
 
+    _join_processes()
     _no_overrides("eval", overrides)
     results = evaluate_run(args.workdir, num=args.num, method=args.method, num_steps=args.steps,
                            seed=args.seed, batch_size=args.batch, guidance_scale=args.guidance,
@@ -256,7 +273,15 @@ def _quiet_library_logs() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
-COMMANDS = {"train": _train, "sample": _sample, "eval": _eval, "noise": _noise, "plot": _plot}
+def _txt2img(args, overrides) -> int:
+    from jaxdiff.commands.txt2img import run
+
+    _no_overrides("txt2img", overrides)
+    return run(args, _check_output_path)
+
+
+COMMANDS = {"train": _train, "sample": _sample, "eval": _eval, "noise": _noise, "plot": _plot,
+            "txt2img": _txt2img}
 
 
 def main(argv: list[str] | None = None) -> int:
