@@ -1,23 +1,21 @@
-"""Progress display and metric logs for long work: steps/s, loss, ETA; metrics.jsonl and
-TensorBoard event files per run.
+"""Progress display for long work (training, sampling): steps/s, loss, ETA.
 
-In a terminal a tqdm bar is shown; otherwise (CI, pipes) one line per log interval.
+In a terminal a tqdm bar is shown; otherwise (CI, pipes) one line per log interval. The records
+a run keeps (metrics.jsonl, TensorBoard) are written by `jaxdiff.metrics_log`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
-from pathlib import Path
 
 
 def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
@@ -88,66 +86,3 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-class MetricsLog:
-    """Logs metrics of a run: one JSON object per log interval in `<workdir>/metrics.jsonl`, and
-    the same numbers (plus pictures) as TensorBoard events in `<workdir>/events.out.tfevents.*`.
-
-    Scalars are tagged "train/<key>" unless the key already holds a "/" (e.g. "eval/fid"), so
-    TensorBoard groups them. View with `tensorboard --logdir <workdir or its parent>`.
-
-    Args:
-      workdir: the run folder.
-      enabled: False on processes other than 0 (nothing is written).
-      tensorboard: also write TensorBoard event files.
-    """
-
-    def __init__(self, workdir, enabled: bool = True, tensorboard: bool = True):
-        self.path = Path(workdir) / "metrics.jsonl"
-        self.enabled = enabled
-        self.events = None
-        if enabled and tensorboard:
-            from jaxdiff.tensorboard import EventWriter
-
-            self.events = EventWriter(workdir)
-
-    @staticmethod
-    def tag(key: str) -> str:
-        return key if "/" in key else f"train/{key}"
-
-    def write(self, step: int, metrics: dict) -> None:
-        """Appends `{"step": step, **metrics}` to metrics.jsonl and the numbers to TensorBoard."""
-        if not self.enabled:
-            return
-        from jaxdiff.tensorboard import is_number
-
-        record = {"step": int(step)}
-        record.update({k: (float(v) if is_number(v) else v) for k, v in metrics.items()})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.events is not None:
-            self.events.scalars(step, {self.tag(k): v for k, v in record.items()
-                                       if k != "step" and is_number(v)})
-
-    def write_image(self, step: int, name: str, image) -> None:
-        """Adds a uint8 picture (H, W[, C]) (e.g. `jaxdiff.viz.image_grid(samples)`) to
-        TensorBoard under the tag `name` (no-op without TensorBoard or when disabled)."""
-        if self.enabled and self.events is not None:
-            self.events.image(step, name, image)
-
-    def truncate_after(self, step: int) -> None:
-        """Drops records logged after `step` (a resumed run logs those steps again); TensorBoard
-        is told by a session-start event at step + 1, which hides its older events from there."""
-        if not self.enabled:
-            return
-        if self.events is not None:
-            self.events.session_start(int(step) + 1)
-        if not self.path.exists():
-            return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)

@@ -7,10 +7,13 @@ are all restored, so an interrupted-and-resumed run equals an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,9 +21,11 @@ import numpy as np
 
 from jaxdiff import checkpoint as ckpt_lib
 from jaxdiff import parallel, training
-from jaxdiff.progress import MetricsLog, Progress
+from jaxdiff.faults import FaultInjection
+from jaxdiff.metrics_log import MetricsLog
+from jaxdiff.progress import Progress
 from jaxdiff.validate_config import validate_config
-from jaxdiff.validation import InputError, InputTypeError, check_int
+from jaxdiff.validation import InputError, check_int
 
 
 class TrainingStopped(RuntimeError):
@@ -89,25 +94,6 @@ def saved_steps(workdir) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def _check_reliability_keys(config) -> tuple[int, frozenset, float]:
-    """(max_consecutive_nonfinite, debug_nan_steps, debug_step_sleep), checked."""
-    t = config.train
-    max_nonfinite = check_int(t.get("max_consecutive_nonfinite", 20),
-                              "train.max_consecutive_nonfinite", 1)
-    nan_steps = t.get("debug_nan_steps", ())
-    if isinstance(nan_steps, (int, np.integer)) and not isinstance(nan_steps, bool):
-        nan_steps = (nan_steps,)
-    if not isinstance(nan_steps, (tuple, list)):
-        raise InputTypeError(f"train.debug_nan_steps must be a tuple of step numbers >= 1 (e.g. "
-                             f"--config.train.debug_nan_steps=5,6); got {nan_steps!r}")
-    nan_steps = frozenset(check_int(s, "train.debug_nan_steps entry", 1) for s in nan_steps)
-    sleep = t.get("debug_step_sleep", 0.0)
-    if isinstance(sleep, bool) or not isinstance(sleep, (int, float)) or not 0 <= sleep <= 60:
-        raise InputError(f"train.debug_step_sleep must be a number of seconds in [0, 60]; "
-                         f"got {sleep!r}")
-    return max_nonfinite, nan_steps, float(sleep)
-
-
 @jax.jit
 def _all_finite(tree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
@@ -120,20 +106,53 @@ def _host_batch(batch: dict) -> dict:
             "label": np.asarray(batch["label"], np.int32)}
 
 
+@dataclasses.dataclass
+class _Run:
+    """What the step loop needs of an opened (new or resumed) run."""
+
+    state: training.TrainState
+    graphdef: Any
+    step_fn: Callable
+    iterator: Any
+    data_sharding: jax.sharding.Sharding
+    checkpointer: ckpt_lib.Checkpointer
+    metrics_log: MetricsLog
+
+
 def train(config, workdir, *, restore_step: int | None = None, write_samples: bool = True,
-          verbose: bool = True):
+          verbose: bool = True, faults: FaultInjection | None = None):
     """Trains (or continues training) the model described by `config` in `workdir`.
 
     Returns the final TrainState. Writes `<workdir>/checkpoints/<step>/`, `config.json`,
     `metrics.jsonl` and, at the end, `samples.png` (EMA parameters, config.sampling).
+    `faults` injects NaN batches or slow steps for tests (default: read from the environment,
+    see `jaxdiff.faults`). Raises TrainingStopped when the run stops early.
     """
-    from jaxdiff.data import dataset_info, input_pipeline
-
     workdir = Path(workdir)
     validate_config(config)
-    max_nonfinite, nan_steps, step_sleep = _check_reliability_keys(config)
-    info = dataset_info(config.data)
-    _check_data_matches_model(info, config)
+    faults = FaultInjection.from_environment() if faults is None else faults
+    run = open_run(config, workdir, restore_step=restore_step, verbose=verbose)
+    run.step_fn = faults.wrap_step(run.step_fn)
+    try:
+        state, stop_reason, signal_name = _step_loop(config, run, verbose)
+    finally:
+        run.checkpointer.close()
+    if stop_reason is not None:
+        raise _stopped(stop_reason, signal_name, config, int(state.step), workdir,
+                       run.checkpointer.all_steps())
+    if write_samples:
+        _write_final_samples(config, run.graphdef, state, workdir, run.metrics_log, verbose)
+    return state
+
+
+def open_run(config, workdir: Path, *, restore_step: int | None = None,
+             verbose: bool = True) -> _Run:
+    """Checks that `config` may train in `workdir`, builds the state, data and jitted step,
+    and restores the latest checkpoint (or `restore_step`) if there is one."""
+    from jaxdiff.data import dataset_info, input_pipeline
+
+    check_int(config.train.max_consecutive_nonfinite, "train.max_consecutive_nonfinite", 1)
+    _check_data_matches_model(dataset_info(config.data), config)
     existing = saved_steps(workdir)
     if restore_step is not None:
         check_int(restore_step, "restore_step", 0)
@@ -142,7 +161,6 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
                              f"in {str(workdir / 'checkpoints')!r}; available steps: {existing}")
     if existing:  # a fresh run (or one killed before its first save) may change anything
         check_resume_compatible(workdir, config)
-    num_steps = int(config.train.num_steps)
 
     mesh = parallel.make_mesh(config.mesh)
     graphdef, optimizer, state, state_shardings = training.init_sharded_train_state(config, mesh)
@@ -152,16 +170,17 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
                               batch_size=config.train.batch_size // jax.process_count(),
                               seed=config.train.seed)
     metrics_log = MetricsLog(workdir, enabled=jax.process_index() == 0)
+    if verbose and jax.process_count() > 1:  # every process says what it feeds
+        print(f"process {jax.process_index()} of {jax.process_count()}: feeds "
+              f"{config.train.batch_size // jax.process_count()} of the "
+              f"{config.train.batch_size} examples of each batch", file=sys.stderr)
     latest = checkpointer.latest_step() if restore_step is None else restore_step
     if latest is not None:
-        # A corrupt checkpoint raises CheckpointError here: never a silent fall-back to another.
-        state, meta = checkpointer.restore(ckpt_lib.abstract_like(state), latest)
-        if int(state.step) != latest:
-            raise ckpt_lib.CheckpointError(
-                f"checkpoint at step {latest} in {str(checkpointer.directory)!r} holds a state "
-                f"at step {int(state.step)}; it was not written by this trainer. Nothing was "
-                f"deleted.")
-        iterator.set_state(meta["data_iterator"])
+        try:
+            state = _restore(checkpointer, state, iterator, latest)
+        except BaseException:
+            checkpointer.close()  # nothing of orbax's may outlive the error (tracebacks at exit)
+            raise
         moved = checkpointer.supersede_after(latest)
         if moved and verbose:
             print(f"continuing from step {latest}: moved the later checkpoints to "
@@ -172,36 +191,51 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
     else:
         workdir.mkdir(parents=True, exist_ok=True)
         metrics_log.truncate_after(0)  # records of a run killed before its first checkpoint
-    ckpt_lib.save_config(workdir, config)
+    if jax.process_index() == 0:
+        ckpt_lib.save_config(workdir, config)
 
-    schedule = training.schedule_from_config(config)
     step_fn = training.jit_train_step(
-        training.make_train_step(graphdef, schedule, optimizer, config),
+        training.make_train_step(graphdef, training.schedule_from_config(config), optimizer,
+                                 config),
         state_shardings, data_sharding)
+    return _Run(state, graphdef, step_fn, iterator, data_sharding, checkpointer, metrics_log)
+
+
+def _restore(checkpointer, abstract_source, iterator, step: int):
+    """The state at `step`; moves `iterator` to where that step left the data."""
+    # A corrupt checkpoint raises CheckpointError here: never a silent fall-back to another.
+    state, meta = checkpointer.restore(ckpt_lib.abstract_like(abstract_source), step)
+    if int(state.step) != step:
+        raise ckpt_lib.CheckpointError(
+            f"checkpoint at step {step} in {str(checkpointer.directory)!r} holds a state "
+            f"at step {int(state.step)}; it was not written by this trainer. Nothing was "
+            f"deleted.")
+    iterator.set_state(meta["data_iterator"])
+    return state
+
+
+def _step_loop(config, run: _Run, verbose: bool):
+    """Runs the steps from `run.state.step` to `train.num_steps` with logging and checkpoints.
+
+    Returns (state, stop_reason, signal_name): stop_reason None when all steps ran, else
+    "signal", "nonfinite" or "nonfinite_params".
+    """
+    state, iterator, metrics_log = run.state, run.iterator, run.metrics_log
+    num_steps = int(config.train.num_steps)
+    max_nonfinite = int(config.train.max_consecutive_nonfinite)
+    log_every = int(config.train.log_every)  # both >= 1 (validate_config)
+    every = int(config.checkpoint.every_steps)
+    sample_every = int(config.train.sample_every)  # TensorBoard sample grids
     start = int(state.step)
-    log_every = max(1, int(config.train.log_every))
-    every = max(1, int(config.checkpoint.every_steps))
-    sample_every = int(config.train.get("sample_every", 0))  # TensorBoard sample grids
     progress = Progress(num_steps, start, enabled=verbose and jax.process_index() == 0)
-
-    def meta_for(step):
-        return {"step": step, "data_iterator": iterator.get_state(),
-                "config": config.to_dict()}
-
     previous_metrics = None
     stop_reason = None
     started = time.perf_counter()
     with _StopRequest() as stop:
         for step in range(start, num_steps):
             done = step + 1
-            host_batch = _host_batch(next(iterator))
-            if done in nan_steps:  # debugging hook: train.debug_nan_steps
-                host_batch["image"] = np.full_like(host_batch["image"], np.nan)
-            batch = parallel.global_batch(host_batch, data_sharding)
-            state, metrics = step_fn(state, batch)
-            if step_sleep:  # debugging hook: train.debug_step_sleep
-                jax.block_until_ready(metrics)
-                time.sleep(step_sleep)
+            batch = parallel.global_batch(_host_batch(next(iterator)), run.data_sharding)
+            state, metrics = run.step_fn(state, batch)
             if step == start:  # one sync so that the rate and ETA exclude compilation
                 jax.block_until_ready(metrics)
                 if verbose and jax.process_index() == 0:
@@ -222,7 +256,8 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
             if sample_every and done % sample_every == 0 and done != num_steps \
                     and jax.process_count() == 1:
                 metrics_log.write_image(done, "samples", sample_grid(
-                    config, graphdef, state.ema_params, min(16, config.sampling.num_samples)))
+                    config, run.graphdef, state.ema_params,
+                    min(16, config.sampling.num_samples)))
             if done % every == 0 or done == num_steps or stop.signal_name:
                 if int(metrics["nonfinite_consecutive"]) >= max_nonfinite:
                     stop_reason = "nonfinite"
@@ -230,43 +265,51 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
                 if not bool(_all_finite((state.params, state.ema_params))):
                     stop_reason = "nonfinite_params"
                     break
-                checkpointer.save(done, state, meta_for(done))
+                run.checkpointer.save(done, state, {"step": done,
+                                                    "data_iterator": iterator.get_state(),
+                                                    "config": config.to_dict()})
             if stop.signal_name:
                 stop_reason = "signal"
                 break
     progress.close()
-    checkpointer.close()
-    kept = checkpointer.all_steps()
-    if stop_reason == "signal":
-        raise TrainingStopped(f"received {stop.signal_name}: saved a checkpoint at step "
-                              f"{int(state.step)} in {workdir}; run the same command to continue",
-                              exit_code=128 + int(getattr(signal, stop.signal_name)))
-    if stop_reason == "nonfinite":
-        raise TrainingStopped(
-            f"stopped: {max_nonfinite} training steps in a row had a non-finite loss or gradient "
-            f"(they were skipped, parameters were not updated). The last good checkpoint is "
-            f"kept: steps {kept} in {workdir}. Lower optim.learning_rate or "
-            f"check the data for NaNs.")
-    if stop_reason == "nonfinite_params":
-        raise TrainingStopped(
-            f"stopped at step {int(state.step)}: the parameters hold NaN or infinite values, so "
-            f"no checkpoint was written; the earlier checkpoints are kept: steps {kept} in "
-            f"{workdir}. Lower optim.learning_rate or check the data.")
-    if write_samples:
-        from jax.experimental import multihost_utils
+    return state, stop_reason, stop.signal_name
 
-        from jaxdiff.viz import save_png
 
-        # Every process takes part in the gather; process 0 samples on its own devices.
-        ema_params = multihost_utils.process_allgather(state.ema_params, tiled=True) \
-            if jax.process_count() > 1 else state.ema_params
-        if jax.process_index() == 0:
-            grid = sample_grid(config, graphdef, ema_params, config.sampling.num_samples)
-            save_png(grid, workdir / "samples.png")
-            metrics_log.write_image(int(state.step), "samples", grid)
-            if verbose:
-                print(f"wrote {workdir / 'samples.png'}", file=sys.stderr)
-    return state
+def _stopped(reason: str, signal_name: str | None, config, step: int, workdir: Path,
+             kept: list[int]) -> TrainingStopped:
+    """The TrainingStopped error that tells the user why the run stopped and what is kept."""
+    if reason == "signal":
+        return TrainingStopped(f"received {signal_name}: saved a checkpoint at step {step} in "
+                               f"{workdir}; run the same command to continue",
+                               exit_code=128 + int(getattr(signal, signal_name)))
+    if reason == "nonfinite":
+        return TrainingStopped(
+            f"stopped: {config.train.max_consecutive_nonfinite} training steps in a row had a "
+            f"non-finite loss or gradient (they were skipped, parameters were not updated). The "
+            f"last good checkpoint is kept: steps {kept} in {workdir}. Lower "
+            f"optim.learning_rate or check the data for NaNs.")
+    return TrainingStopped(
+        f"stopped at step {step}: the parameters hold NaN or infinite values, so no checkpoint "
+        f"was written; the earlier checkpoints are kept: steps {kept} in {workdir}. Lower "
+        f"optim.learning_rate or check the data.")
+
+
+def _write_final_samples(config, graphdef, state, workdir: Path, metrics_log: MetricsLog,
+                         verbose: bool) -> None:
+    """`<workdir>/samples.png` (and a TensorBoard picture) from the EMA parameters."""
+    from jax.experimental import multihost_utils
+
+    from jaxdiff.viz import save_png
+
+    # Every process takes part in the gather; process 0 samples on its own devices.
+    ema_params = multihost_utils.process_allgather(state.ema_params, tiled=True) \
+        if jax.process_count() > 1 else state.ema_params
+    if jax.process_index() == 0:
+        grid = sample_grid(config, graphdef, ema_params, config.sampling.num_samples)
+        save_png(grid, workdir / "samples.png")
+        metrics_log.write_image(int(state.step), "samples", grid)
+        if verbose:
+            print(f"wrote {workdir / 'samples.png'}", file=sys.stderr)
 
 
 def sample_grid(config, graphdef, params, num: int):
@@ -275,7 +318,7 @@ def sample_grid(config, graphdef, params, num: int):
     from jaxdiff.viz import image_grid
 
     images = generate_images(config, graphdef, params, num=num, seed=config.train.seed)
-    num_classes = int(config.model.get("num_classes", 0))
+    num_classes = int(config.model.num_classes)
     labels = np.arange(num) % num_classes if num_classes else None
     return image_grid(np.clip(images, -1, 1), labels=labels)
 
@@ -288,7 +331,7 @@ def _check_data_matches_model(info, config) -> None:
     if config.data.image_size != config.model.image_size:
         raise InputError(f"data.image_size={config.data.image_size} but "
                          f"model.image_size={config.model.image_size}; make them equal")
-    num_classes = int(config.model.get("num_classes", 0))
+    num_classes = int(config.model.num_classes)
     if num_classes and info.num_classes and num_classes != info.num_classes:
         raise InputError(f"model.num_classes={num_classes} but dataset {config.data.name!r} has "
                          f"{info.num_classes} classes")

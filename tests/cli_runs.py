@@ -33,10 +33,11 @@ RUN = ["--config.train.num_steps=40", "--config.train.log_every=1",
 _CACHE = tempfile.mkdtemp(prefix="jaxdiff-tests-jax-cache-")
 
 
-def env() -> dict:
+def env(**extra: str) -> dict:
+    """The subprocess environment; `extra` adds variables (e.g. JAXDIFF_FAULT_STEP_SLEEP)."""
     return dict(os.environ, CI="true", JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=_CACHE,
                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **extra)
 
 
 def command(subcommand: str, workdir, *args) -> list[str]:
@@ -45,20 +46,24 @@ def command(subcommand: str, workdir, *args) -> list[str]:
             *extra, *map(str, args)]
 
 
-def run(subcommand: str, workdir, *args, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Runs `jaxdiff <subcommand>` to completion; later --config overrides win."""
+def run(subcommand: str, workdir, *args, timeout: float = 600,
+        environment: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs `jaxdiff <subcommand>` to completion; later --config overrides win; `environment`
+    adds variables (e.g. the fault injection of jaxdiff/faults.py)."""
     return subprocess.run(command(subcommand, workdir, *args), check=False, capture_output=True,
-                          text=True, timeout=timeout, env=env())
+                          text=True, timeout=timeout, env=env(**(environment or {})))
 
 
 class Background:
-    """`jaxdiff train` running in the background, its stderr going to a file."""
+    """`jaxdiff train` running in the background, its stderr going to a file; `environment`
+    adds variables (e.g. JAXDIFF_FAULT_STEP_SLEEP)."""
 
-    def __init__(self, workdir, *args):
+    def __init__(self, workdir, *args, environment: dict | None = None):
         self.workdir = Path(workdir)
         self.log = self.workdir.parent / f"{self.workdir.name}.stderr"
         with open(self.log, "w") as stderr:
-            self.process = subprocess.Popen(command("train", workdir, *args), env=env(),
+            self.process = subprocess.Popen(command("train", workdir, *args),
+                                            env=env(**(environment or {})),
                                             stdout=subprocess.DEVNULL, stderr=stderr)
 
     @property

@@ -5,7 +5,8 @@ import io
 
 import numpy as np
 
-from jaxdiff.progress import MetricsLog, Progress
+from jaxdiff.metrics_log import MetricsLog
+from jaxdiff.progress import Progress
 
 
 def test_disabled_metrics_log_writes_nothing(tmp_path):

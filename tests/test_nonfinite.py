@@ -1,4 +1,4 @@
-"""The non-finite guard through the real CLI: NaN batches (train.debug_nan_steps) are skipped
+"""The non-finite guard through the real CLI: NaN batches (JAXDIFF_FAULT_NAN_STEPS) are skipped
 and counted; too many in a row stop the run with exit code 3 and keep the good checkpoints."""
 
 import math
@@ -14,9 +14,8 @@ def nan_run(tmp_path_factory):
     NaN batches at step 5, at 9-10 (two in a row, around the step-10 save) and from 14 on
     (three in a row = the limit: the run stops)."""
     workdir = tmp_path_factory.mktemp("nan") / "run"
-    result = run("train", workdir,
-                 "--config.train.debug_nan_steps=5,9,10,14,15,16,17,18",
-                 "--config.train.max_consecutive_nonfinite=3")
+    result = run("train", workdir, "--config.train.max_consecutive_nonfinite=3",
+                 environment={"JAXDIFF_FAULT_NAN_STEPS": "5,9,10,14,15,16,17,18"})
     return workdir, result
 
 
@@ -44,10 +43,19 @@ def test_the_kept_checkpoint_holds_finite_parameters(nan_run):
         assert np.all(np.isfinite(values)), name
 
 
-def test_bad_debug_nan_steps_value_is_refused(tmp_path):
-    result = run("train", tmp_path / "run", "--config.train.debug_nan_steps=0")
+def test_a_bad_fault_injection_step_is_refused(tmp_path):
+    result = run("train", tmp_path / "run", environment={"JAXDIFF_FAULT_NAN_STEPS": "0"})
     assert result.returncode == 2
-    assert "train.debug_nan_steps entry must be an integer >= 1; got 0" in result.stderr
+    assert "JAXDIFF_FAULT_NAN_STEPS entry must be an integer >= 1; got 0" in result.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_fault_injection_is_not_a_config_key():
+    from jaxdiff.configs import PRESETS, get_config
+
+    for name in PRESETS:
+        train = get_config(name).train
+        assert "debug_nan_steps" not in train and "debug_step_sleep" not in train, name
 
 
 def test_the_optimizer_skips_a_non_finite_update():

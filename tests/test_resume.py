@@ -44,21 +44,21 @@ def interrupted(tmp_path_factory, reference):
     4. resumed to the end."""
     workdir = tmp_path_factory.mktemp("interrupted") / "run"
     seen = {}
-    slow = "--config.train.debug_step_sleep=0.02"
+    slow = {"JAXDIFF_FAULT_STEP_SLEEP": "0.02"}
 
-    first = Background(workdir, slow)
+    first = Background(workdir, environment=slow)
     first.wait_until(checkpoint_exists(workdir, 10))
     seen["sigkill_rc"] = first.signal(signal.SIGKILL)
     seen["steps_after_sigkill"] = _steps(workdir)
 
-    second = Background(workdir, slow)
+    second = Background(workdir, environment=slow)
     second.wait_until(lambda: partial_save_in_progress(workdir))
     seen["tmp_folder"] = tmp_checkpoint(workdir)
     seen["save_kill_rc"] = second.signal(signal.SIGKILL)
     seen["steps_after_save_kill"] = _steps(workdir)
     seen["second_stderr"] = second.stderr
 
-    third = Background(workdir, "--config.train.debug_step_sleep=0.05")
+    third = Background(workdir, environment={"JAXDIFF_FAULT_STEP_SLEEP": "0.05"})
     third.wait_until(checkpoint_exists(workdir, 20))
     seen["sigterm_rc"] = third.signal(signal.SIGTERM)
     seen["sigterm_stderr"] = third.stderr
@@ -133,7 +133,6 @@ def test_harmless_keys_may_change_on_resume(reference):
     config.train.log_every = 7
     config.checkpoint.every_steps = 5
     config.sampling.method = "ddpm"
-    config.train.debug_step_sleep = 0.5
     check_resume_compatible(reference, config)  # no error
 
 

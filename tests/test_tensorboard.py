@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdiff.progress import MetricsLog
+from jaxdiff.metrics_log import MetricsLog
 from jaxdiff.tensorboard import EventWriter
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")

@@ -54,10 +54,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.ema_decay = 0.995
     config.train.sample_every = 0  # 0: only at the end
     config.train.max_consecutive_nonfinite = 20
-    # Debugging hooks (docs/reliability.md): 1-based step numbers whose batch is made NaN, and
-    # seconds to sleep after each step (gives tests a window to interrupt a run).
-    config.train.debug_nan_steps = ()
-    config.train.debug_step_sleep = 0.0
 
     config.optim = ml_collections.ConfigDict()
     config.optim.learning_rate = 2e-3
