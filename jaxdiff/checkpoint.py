@@ -261,8 +261,12 @@ def save_config(workdir: str | os.PathLike, config) -> None:
 
 
 def load_config(workdir: str | os.PathLike):
-    """Reads the config saved in a workdir as a ConfigDict."""
-    import ml_collections
+    """Reads the config saved in a workdir as a locked ConfigDict of the preset it records.
+
+    A config.json written by an older version (keys missing) is completed from that preset,
+    with a note (`jaxdiff.configs.complete_saved_config`).
+    """
+    from jaxdiff.configs import complete_saved_config
 
     path = Path(workdir) / CONFIG_FILE
     if not path.is_file():
@@ -273,22 +277,17 @@ def load_config(workdir: str | os.PathLike):
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{str(path)!r} is not valid JSON ({e})") from None
-    return ml_collections.ConfigDict(_lists_to_tuples(data))
-
-
-def _lists_to_tuples(value):
-    if isinstance(value, dict):
-        return {k: _lists_to_tuples(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_lists_to_tuples(v) for v in value)
-    return value
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{str(path)!r} does not hold a config (a JSON object)")
+    return complete_saved_config(data, source=repr(str(path)))
 
 
 # Keys that may change between a run and its resumption: they do not affect the model, the data
 # shape or the exactness of the remaining steps' inputs.
 HARMLESS_KEYS = (
     "train.num_steps", "train.log_every", "train.sample_every", "train.max_consecutive_nonfinite",
-    "train.debug_step_sleep", "checkpoint.", "sampling.", "data.data_dir", "data.worker_count",
+    "checkpoint.", "sampling.", "data.data_dir", "data.worker_count",
+    "preset",  # a name only: the values the preset gave are compared key by key
 )
 
 

@@ -163,7 +163,7 @@ def _sample(args, overrides) -> int:
     steps = args.steps or config.sampling.num_steps
     out = Path(args.out or Path(args.workdir) / f"samples_{method}_{steps}.png")
     used_labels = None
-    if int(config.model.get("num_classes", 0)) > 0:
+    if int(config.model.num_classes) > 0:
         from jaxdiff.generate import parse_labels
 
         used_labels = parse_labels(labels, args.num, config.model.num_classes)

@@ -64,15 +64,15 @@ def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method
     method = method or s.method
     num_steps = s.num_steps if num_steps is None else num_steps
     eta = float(s.eta if eta is None else eta)
-    spacing = spacing or s.get("spacing", "leading")
+    spacing = spacing or s.spacing
     if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
         raise InputError(f"the number of images must be an integer >= 1; got {num!r}")
-    batch_size = s.get("batch_size", 256) if batch_size is None else batch_size
+    batch_size = s.batch_size if batch_size is None else batch_size
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
         raise InputError(f"batch size must be an integer >= 1; got {batch_size!r}")
     batch_size = int(min(batch_size, num))
-    num_classes = int(config.model.get("num_classes", 0))
+    num_classes = int(config.model.num_classes)
     if num_classes == 0:
         if guidance_scale is not None and float(guidance_scale) != 1.0:
             raise InputError(f"guidance scale {guidance_scale} needs a class-conditional model "
@@ -80,7 +80,7 @@ def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method
         labels = parse_labels(labels, num, num_classes)  # raises if labels were given
         guidance_scale = 1.0
     else:
-        guidance_scale = float(s.get("guidance_scale", 1.0) if guidance_scale is None
+        guidance_scale = float(s.guidance_scale if guidance_scale is None
                                else guidance_scale)
         labels = parse_labels(labels, num, num_classes)
         if labels is None:

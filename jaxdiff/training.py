@@ -43,18 +43,18 @@ class TrainState:
 def schedule_from_config(config) -> NoiseSchedule:
     d = config.diffusion
     return make_schedule(d.schedule, d.num_timesteps,
-                         rescale_to_zero_terminal_snr=d.get("rescale_zero_terminal_snr", False))
+                         rescale_to_zero_terminal_snr=d.rescale_zero_terminal_snr)
 
 
 def learning_rate_schedule(optim_config, num_steps: int) -> optax.Schedule:
     """Linear warmup to the peak rate, then cosine decay to `end_learning_rate_fraction` of it."""
     o = optim_config
-    updates = max(1, num_steps // max(1, o.get("accumulation_steps", 1)))
+    updates = max(1, num_steps // max(1, o.accumulation_steps))
     warmup = min(int(o.warmup_steps), updates - 1) if updates > 1 else 0
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=o.learning_rate, warmup_steps=warmup,
         decay_steps=max(updates, warmup + 1),
-        end_value=o.learning_rate * o.get("end_learning_rate_fraction", 0.0))
+        end_value=o.learning_rate * o.end_learning_rate_fraction)
 
 
 def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation:
@@ -62,7 +62,7 @@ def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation
     micro-batches (optax.MultiSteps) and skipped when gradients are not finite
     (optax.apply_if_finite; the train loop stops the run after too many in a row)."""
     o = optim_config
-    accumulation = int(o.get("accumulation_steps", 1))
+    accumulation = int(o.accumulation_steps)
     if accumulation < 1:
         raise InputError(f"optim.accumulation_steps must be >= 1; got {accumulation}")
     inner = optax.chain(
@@ -154,14 +154,14 @@ def make_train_step(graphdef, schedule: NoiseSchedule, optimizer: optax.Gradient
 
     d = config.diffusion
     prediction_type = check_prediction_type(d.prediction_type)
-    weighting = d.get("loss_weighting", "uniform")
+    weighting = d.loss_weighting
     losses.loss_weight(schedule, jnp.zeros((1,), jnp.int32), prediction_type, weighting)  # checks
-    num_classes = int(config.model.get("num_classes", 0))
-    label_dropout = float(d.get("label_dropout", 0.0))
+    num_classes = int(config.model.num_classes)
+    label_dropout = float(d.label_dropout)
     ema_decay = float(config.train.ema_decay)
     num_timesteps = schedule.num_timesteps
     lr_schedule = learning_rate_schedule(config.optim, config.train.num_steps)
-    accumulation = int(config.optim.get("accumulation_steps", 1))
+    accumulation = int(config.optim.accumulation_steps)
 
     def loss_fn(params, batch: Batch, key: jax.Array):
         images = batch["image"]
@@ -179,7 +179,7 @@ def make_train_step(graphdef, schedule: NoiseSchedule, optimizer: optax.Gradient
         output = apply_model(graphdef, params, x_t, t, labels, train=True,
                              dropout_key=dropout_key)
         per_example = losses.diffusion_loss(schedule, output, images, t, noise, prediction_type,
-                                            weighting, d.get("min_snr_gamma", 5.0))
+                                            weighting, d.min_snr_gamma)
         return jnp.mean(per_example)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:

@@ -14,7 +14,7 @@ def validate_config(config) -> None:
     d = config.diffusion
     check_choice("diffusion.schedule", d.schedule, SCHEDULES)
     check_choice("diffusion.prediction_type", d.prediction_type, PREDICTION_TYPES)
-    check_choice("diffusion.loss_weighting", d.get("loss_weighting", "uniform"), WEIGHTINGS)
+    check_choice("diffusion.loss_weighting", d.loss_weighting, WEIGHTINGS)
     check_int(d.num_timesteps, "diffusion.num_timesteps", 2)
     if not float(d.min_snr_gamma) > 0:
         raise InputError(f"diffusion.min_snr_gamma must be > 0 (the SNR at which min-SNR "
@@ -26,19 +26,19 @@ def validate_config(config) -> None:
                          "diffusion.prediction_type 'v_prediction' or 'sample'; got 'epsilon', "
                          "whose last sampling step divides by sqrt(alphas_cumprod[T-1]) = 0 "
                          "(Lin et al. 2024, sec. 3.2)")
-    if not 0.0 <= float(d.get("label_dropout", 0.0)) <= 1.0:
+    if not 0.0 <= float(d.label_dropout) <= 1.0:
         raise InputError(f"diffusion.label_dropout must be in [0, 1]; got {d.label_dropout!r}")
 
     t = config.train
     check_int(t.num_steps, "train.num_steps")
     check_int(t.batch_size, "train.batch_size")
     check_int(t.log_every, "train.log_every")
-    check_int(t.get("sample_every", 0), "train.sample_every", 0)
+    check_int(t.sample_every, "train.sample_every", 0)
     if not 0.0 <= float(t.ema_decay) < 1.0:
         raise InputError(f"train.ema_decay must be in [0, 1); got {t.ema_decay!r}")
     check_int(config.checkpoint.every_steps, "checkpoint.every_steps")
     check_int(config.checkpoint.max_to_keep, "checkpoint.max_to_keep")
-    check_int(config.optim.get("accumulation_steps", 1), "optim.accumulation_steps")
+    check_int(config.optim.accumulation_steps, "optim.accumulation_steps")
     if not float(config.optim.learning_rate) > 0:
         raise InputError(f"optim.learning_rate must be > 0; got {config.optim.learning_rate!r}")
 

@@ -98,3 +98,118 @@ def test_cifar10_preset_is_the_ddpm_papers_35_7m_unet():
 @pytest.mark.parametrize("name", ["digits", "digits_cond", "cifar10", "celeba64"])
 def test_every_preset_validates(name):
     validate_config(get_config(name))
+
+
+@pytest.mark.parametrize("name", ["digits", "digits_cond", "cifar10", "celeba64"])
+def test_every_preset_records_its_name_and_is_locked(name):
+    config = get_config(name)
+    assert config.preset == name
+    with pytest.raises(AttributeError, match="num_stepz"):
+        config.train.num_stepz = 3  # a typo is never a new, silently ignored key
+    config.train.num_steps = 3  # existing keys stay overridable
+
+
+def _saved_config_dict(name: str) -> dict:
+    import json
+
+    return json.loads(get_config(name).to_json())
+
+
+def test_old_config_json_is_completed_from_the_digits_preset_with_a_note(tmp_path, capsys):
+    import json
+
+    from jaxdiff.checkpoint import load_config
+
+    saved = _saved_config_dict("digits")
+    del saved["preset"]  # older versions recorded no preset: "digits" is assumed
+    del saved["sampling"]["spacing"], saved["train"]["sample_every"]
+    saved["train"]["debug_nan_steps"] = []  # a key this version no longer has
+    saved["train"]["num_steps"] = 77
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = load_config(tmp_path)
+    note = capsys.readouterr().err
+    assert config.sampling.spacing == "trailing" and config.train.sample_every == 0
+    assert config.train.num_steps == 77  # saved values win
+    assert "debug_nan_steps" not in config.train
+    assert "sampling.spacing" in note and "train.sample_every" in note and "'digits'" in note
+    assert "train.debug_nan_steps" in note
+    with pytest.raises(AttributeError):
+        config.train.num_stepz = 1  # the completed config is locked like a preset
+
+
+def test_a_saved_config_is_completed_from_the_preset_it_records(tmp_path, capsys):
+    import json
+
+    from jaxdiff.checkpoint import load_config
+
+    saved = _saved_config_dict("cifar10")
+    del saved["model"]["dropout"], saved["optim"]["end_learning_rate_fraction"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = load_config(tmp_path)
+    assert config.model.dropout == 0.1 and config.optim.end_learning_rate_fraction == 1.0
+    assert "'cifar10'" in capsys.readouterr().err
+
+
+def test_a_complete_saved_config_loads_silently_and_unchanged(tmp_path, capsys):
+    from jaxdiff.checkpoint import flatten, load_config, save_config
+
+    config = get_config("digits_cond")
+    config.train.num_steps = 5
+    save_config(tmp_path, config)
+    assert flatten(load_config(tmp_path)) == flatten(config)
+    assert capsys.readouterr().err == ""
+
+
+def _without(config, dotted: str):
+    section, name = dotted.split(".")
+    with config.unlocked():
+        del config[section][name]
+    return config
+
+
+def _generate(config):
+    from jaxdiff.generate import generate_images
+
+    generate_images(config, None, None, num=2)
+
+
+def _train_step(config):
+    from jaxdiff import training
+
+    optimizer = training.make_optimizer(config.optim, config.train.num_steps)
+    training.make_train_step(None, training.schedule_from_config(config), optimizer, config)
+
+
+def _optimizer(config):
+    from jaxdiff import training
+
+    training.make_optimizer(config.optim, config.train.num_steps)
+
+
+def _schedule(config):
+    from jaxdiff import training
+
+    training.schedule_from_config(config)
+
+
+# Keys the code used to read with a default of its own (sampling.spacing's was "leading", the
+# presets' "trailing"): without the key it must fail, never fall back to a second default.
+@pytest.mark.parametrize("use, key", [
+    (validate_config, "diffusion.loss_weighting"),
+    (validate_config, "diffusion.label_dropout"),
+    (validate_config, "train.sample_every"),
+    (validate_config, "optim.accumulation_steps"),
+    (_schedule, "diffusion.rescale_zero_terminal_snr"),
+    (_optimizer, "optim.accumulation_steps"),
+    (_optimizer, "optim.end_learning_rate_fraction"),
+    (_train_step, "diffusion.loss_weighting"),
+    (_train_step, "diffusion.label_dropout"),
+    (_train_step, "model.num_classes"),
+    (_generate, "sampling.spacing"),
+    (_generate, "sampling.batch_size"),
+    (_generate, "sampling.guidance_scale"),
+])
+def test_the_code_reads_each_setting_from_the_preset_without_a_default_of_its_own(use, key):
+    config = _without(get_config("digits_cond"), key)
+    with pytest.raises((AttributeError, KeyError), match=key.split(".")[1]):
+        use(config)
