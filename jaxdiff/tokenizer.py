@@ -86,8 +86,7 @@ def write_vocabulary(folder: str | Path, *, pad_token: str = EOS) -> Path:
 
 def _clip_tokenizer(vocab: dict[str, int], merges: Sequence, *, bos: str, eos: str, unk: str):
     """A `tokenizers.Tokenizer` with CLIP's normalizer, pre-tokenizer, BPE model and framing."""
-    from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers
-    from tokenizers import processors
+    from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import BPE
 
     pairs = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
@@ -243,7 +242,7 @@ def load_tokenizer(folder: str | Path) -> CLIPTokenizer:
 
         try:
             tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        except Exception as err:  # the Rust library raises plain Exceptions
+        except Exception as err:  # noqa: BLE001 - the Rust library raises plain Exceptions
             raise InputError(f"cannot read {folder / 'tokenizer.json'}: {err}") from None
     elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
         vocab = _read_json(folder / "vocab.json")

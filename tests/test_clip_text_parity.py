@@ -10,8 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdiff.models.clip_text import (abstract_clip_text, apply_clip_text,
-                                      clip_text_kwargs_from_config)
+from jaxdiff.models.clip_text import (
+    abstract_clip_text,
+    apply_clip_text,
+    clip_text_kwargs_from_config,
+)
 from jaxdiff.pretrained.clip_text_keys import key_map
 from jaxdiff.validation import InputError
 from tests.sd_parity_helpers import convert, converted_shape, perturb_
@@ -127,7 +130,7 @@ def test_clip_text_with_projection_matches_transformers(tmp_path, prefix):
     assert kwargs["with_projection"]
     graphdef, target = abstract_clip_text(kwargs)
     params = convert(tensors, key_map, target, "CLIPTextModelWithProjection")
-    ids, mask = _token_batch(VOCAB - 1, VOCAB - 1, seed=5)
+    ids, _ = _token_batch(VOCAB - 1, VOCAB - 1, seed=5)
     with torch.no_grad():
         ref = model(torch.from_numpy(ids))
     out = apply_clip_text(graphdef, params, ids.astype(np.int32))
@@ -142,9 +145,11 @@ def test_bfloat16_compute_stays_close_to_float32(tmp_path):
     perturb_(model, seed=6)
     config, tensors = _save(model, tmp_path, prefix=False)
     kwargs = clip_text_kwargs_from_config(config)
-    graphdef, target = abstract_clip_text(kwargs)
+    _, target = abstract_clip_text(kwargs)
     params = convert(tensors, key_map, target, "CLIPTextModel")
-    graphdef_bf16, _ = abstract_clip_text({**kwargs, "dtype": "bfloat16"})
+    params = jax.tree.map(lambda p: np.asarray(p).astype(jax.numpy.bfloat16), params)
+    graphdef_bf16, _ = abstract_clip_text({**kwargs, "dtype": "bfloat16",
+                                          "param_dtype": "bfloat16"})
     ids, _ = _token_batch(VOCAB - 1, VOCAB - 1, seed=7)
     with torch.no_grad():
         ref = model(torch.from_numpy(ids)).last_hidden_state.numpy()

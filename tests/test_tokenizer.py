@@ -11,8 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxdiff.tokenizer import (BOS, EOS, default_tokenizer, default_vocabulary, load_tokenizer,
-                               write_vocabulary)
+from jaxdiff.tokenizer import (
+    BOS,
+    EOS,
+    default_tokenizer,
+    default_vocabulary,
+    load_tokenizer,
+    write_vocabulary,
+)
 from jaxdiff.validation import InputError
 
 transformers = pytest.importorskip("transformers")
@@ -76,7 +82,7 @@ def open_clip_tokenizer_module():
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("open_clip is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / "tokenizer.py"
+    path = Path(next(iter(spec.submodule_search_locations))) / "tokenizer.py"
     module_spec = importlib.util.spec_from_file_location("_open_clip_tokenizer", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
