@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import sd_parity_helpers as H
+
 from jaxdiff.models.autoencoder import abstract_autoencoder, decode, encode
 from jaxdiff.models.diffusers_config import autoencoder_kwargs_from_config
 from jaxdiff.pretrained.autoencoder_keys import key_map
@@ -154,3 +154,16 @@ def test_image_size_not_divisible_by_the_downsampling_factor_is_refused(tmp_path
     graphdef, params = _load(_build("vae"), tmp_path)
     with pytest.raises(InputError, match="multiples of 4"):
         encode(graphdef, params, jnp.zeros((1, 10, 16, 3)))
+
+
+def test_bfloat16_decode_stays_close_to_float32_reference(tmp_path):
+    model = _build("vae")
+    graphdef, params = _load(model, tmp_path)
+    kwargs = autoencoder_kwargs_from_config(json.loads((tmp_path / "config.json").read_text()))
+    bf16_graphdef, _ = abstract_autoencoder(dict(kwargs, dtype="bfloat16"))
+    z = np.random.default_rng(4).normal(size=(1, 4, 4, 4)).astype(np.float32)
+    with torch.no_grad():
+        reference = _nhwc(model.decode(_nchw(z)).sample)
+    out = decode(bf16_graphdef, params, jnp.asarray(z))
+    assert out.dtype == jnp.float32
+    assert np.abs(np.asarray(out) - reference).max() < 0.05 * np.abs(reference).max()

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import sd_parity_helpers as H
+
 from jaxdiff.models.diffusers_config import unet_condition_kwargs_from_config
 from jaxdiff.models.unet_condition import abstract_unet_condition, apply_unet_condition
 from jaxdiff.pretrained.unet_condition_keys import make_key_map
@@ -165,7 +165,7 @@ def test_num_attention_heads_takes_precedence_over_attention_head_dim():
 
 def test_wrong_context_width_is_refused_before_compiling(load):
     _, _, graphdef, params = load("sd1")
-    x, t, context = _inputs()
+    x, t, _ = _inputs()
     with pytest.raises(InputError, match="cross_attention_dim"):
         apply_unet_condition(graphdef, params, jnp.asarray(x), jnp.asarray(t),
                              jnp.zeros((2, 5, 7)))

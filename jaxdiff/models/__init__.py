@@ -27,18 +27,28 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxdiff.models.autoencoder import AutoencoderKL
+from jaxdiff.models.diffusers_config import (
+    autoencoder_kwargs_from_config,
+    unet_condition_kwargs_from_config,
+)
 from jaxdiff.models.layers import GROUP_NORM_EPS
 from jaxdiff.models.unet import UNet, check_model_kwargs
+from jaxdiff.models.unet_condition import UNet2DCondition
 from jaxdiff.validation import InputError
 
 __all__ = [
+    "AutoencoderKL",
     "UNet",
+    "UNet2DCondition",
     "apply_model",
+    "autoencoder_kwargs_from_config",
     "check_model_kwargs",
     "count_params",
     "diffusers_equivalent_kwargs",
     "init_model",
     "make_model_fn",
+    "unet_condition_kwargs_from_config",
 ]
 
 Params = dict[str, Any]

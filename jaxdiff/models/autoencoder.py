@@ -26,6 +26,7 @@ from jaxdiff.models.layers import (
     Dense,
     GroupNorm,
     ResBlock,
+    check_dtypes,
     multi_head_attention,
     upsample_nearest,
 )
@@ -165,6 +166,7 @@ class AutoencoderKL(nnx.Module):
                  use_quant_conv: bool = True, use_post_quant_conv: bool = True,
                  mid_block_add_attention: bool = True, dtype: str = "float32",
                  param_dtype: str = "float32", rngs: nnx.Rngs | None = None):
+        check_dtypes(dtype, param_dtype)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         channels = tuple(block_out_channels)
         arch = dict(channels=channels, layers_per_block=layers_per_block,
@@ -186,7 +188,7 @@ class AutoencoderKL(nnx.Module):
         [-30, 20] as diffusers' DiagonalGaussianDistribution)."""
         check_images(x, "x")
         f = self.downsampling_factor
-        b, h, w, c = x.shape
+        _, h, w, c = x.shape
         if c != self.in_channels or h % f or w % f or not h or not w:
             raise InputError(f"x must be NHWC images with {self.in_channels} channels and height "
                              f"and width positive multiples of {f}; got shape {tuple(x.shape)}")

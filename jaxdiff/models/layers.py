@@ -16,8 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxdiff.validation import InputError
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 GROUP_NORM_EPS = 1e-5  # diffusers' norm_eps default
+
+
+def check_dtypes(dtype, param_dtype) -> None:
+    """Raises InputError unless both are dtype names of DTYPES."""
+    for name, value in (("dtype", dtype), ("param_dtype", param_dtype)):
+        if not isinstance(value, str) or value not in DTYPES:
+            raise InputError(f"unknown {name} {value!r}; choose one of {sorted(DTYPES)}")
 
 
 

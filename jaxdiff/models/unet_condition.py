@@ -41,6 +41,7 @@ from jaxdiff.models.layers import (
     Dense,
     GroupNorm,
     ResBlock,
+    check_dtypes,
     silu_fast,
     timestep_embedding,
     upsample_nearest,
@@ -124,6 +125,7 @@ class UNet2DCondition(nnx.Module):
         self.num_levels = levels
         self.timestep_input_dim = block_out_channels[0]
         self.dtype = dtype
+        check_dtypes(dtype, param_dtype)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         c0 = channels[0]
         temb_dim = time_embedding_dim or 4 * c0

@@ -6,7 +6,8 @@ diffusers renames to `to_q`, `to_k`, `to_v`, `to_out.0` when loading.
 
 from __future__ import annotations
 
-from jaxdiff.pretrained.key_rules import Rule, make_key_map as _make_key_map
+from jaxdiff.pretrained.key_rules import Rule
+from jaxdiff.pretrained.key_rules import make_key_map as _make_key_map
 
 _RES = r"((?:encoder\.down_blocks|decoder\.up_blocks)\.\d+|(?:encoder|decoder)\.mid_block)"
 _ATTN = r"((?:encoder|decoder)\.mid_block\.attentions\.0)"
@@ -39,4 +40,4 @@ def make_key_map(kwargs: dict | None = None):
     return key_map
 
 
-__all__ = ["Rule", "RULES", "key_map", "make_key_map"]
+__all__ = ["RULES", "Rule", "key_map", "make_key_map"]
