@@ -15,15 +15,17 @@ deleted or skipped silently: a corrupt checkpoint is an error, never a fallback 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
 from jaxdiff.validation import InputError, InputFileNotFoundError, InputTypeError
 
@@ -43,26 +45,13 @@ def _ocp():
     return ocp
 
 
-def _host_bytes(x) -> np.ndarray:
-    """The array's values on the host, C-contiguous (typed PRNG keys as their key data)."""
-    if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
-        x = jax.random.key_data(x)
-    return np.ascontiguousarray(np.asarray(x))
-
-
-def array_checksums(tree) -> dict[str, str] | None:
-    """{path: sha256 of (dtype, shape, bytes)} for every leaf of `tree`, or None when some
-    array is not fully addressable from this process (multi-process runs: not checked)."""
-    leaves = jax.tree_util.tree_leaves_with_path(tree)
-    if any(isinstance(x, jax.Array) and not x.is_fully_addressable for _, x in leaves):
-        return None
-    sums = {}
-    for path, x in leaves:
-        values = _host_bytes(x)
-        digest = hashlib.sha256(f"{values.dtype.str}{values.shape}".encode())
-        digest.update(memoryview(values).cast("B") if values.size else b"")
-        sums[jax.tree_util.keystr(path)] = digest.hexdigest()
-    return sums
+def run_path(workdir: str | os.PathLike) -> epath.Path:
+    """The run folder as an `etils.epath.Path`: URIs (gs://..., s3://...) unchanged, local paths
+    made absolute (so that messages name the real folder)."""
+    text = os.fspath(workdir)
+    if "://" in text:
+        return epath.Path(text)
+    return epath.Path(os.path.abspath(text))
 
 
 def _json_digest(value) -> str:
@@ -71,14 +60,60 @@ def _json_digest(value) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def integrity_record(state, meta: dict[str, Any]) -> dict[str, Any]:
-    """What `Checkpointer.save` stores under meta["integrity"]."""
+def integrity_record(meta: dict[str, Any]) -> dict[str, Any]:
+    """What `Checkpointer.save` stores under meta["integrity"] (the arrays' digests are the
+    separate "integrity" item, see `jaxdiff.checkpoint_integrity`)."""
     rest = {k: v for k, v in meta.items() if k != INTEGRITY_KEY}
-    return {"algorithm": "sha256", "meta": _json_digest(rest), "state": array_checksums(state)}
+    return {"algorithm": "sha256", "meta": _json_digest(rest)}
+
+
+def _legacy_array_checksums(tree) -> dict[str, str]:
+    """{path: sha256 of the whole array}: the form of records written before shard digests."""
+    from jaxdiff.checkpoint_integrity import block_digest
+
+    return {jax.tree_util.keystr(p): block_digest(x)
+            for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def _without_integrity(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if k != INTEGRITY_KEY}
+
+
+class _DrainingEventLoop(asyncio.SelectorEventLoop):
+    """An event loop whose close() first lets the tasks started on it finish.
+
+    orbax runs each restore in a fresh event loop and closes it when the restore returns or
+    raises. When one array fails to read, the reads of the other arrays are still in flight in
+    tensorstore's threads; after the loop is closed they complete into it and print
+    "RuntimeError: Event loop is closed" tracebacks (at a random moment, often at exit).
+    Waiting for them here (they are bounded reads whose errors are already reported by the
+    first failure) makes a failed restore end cleanly.
+    """
+
+    def close(self) -> None:
+        if not self.is_closed() and not self.is_running():
+            pending = [t for t in asyncio.all_tasks(self) if not t.done()]
+            if pending:
+                self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.run_until_complete(self.shutdown_asyncgens())
+            self.run_until_complete(self.shutdown_default_executor())
+        super().close()
+
+
+class _DrainingLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    _loop_factory = _DrainingEventLoop
+
+
+@contextlib.contextmanager
+def _loops_that_finish_their_reads():
+    """While active, the event loops orbax creates drain their tasks before closing. The
+    process-wide policy is switched only for the duration of one restore and then put back."""
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_DrainingLoopPolicy())
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(previous)
 
 
 def _cause_text(cause: Exception) -> str:
@@ -91,19 +126,24 @@ class Checkpointer:
     """Thin owner of an orbax CheckpointManager for one run's workdir.
 
     Args:
-      workdir: the run folder; checkpoints live in `<workdir>/checkpoints/<step>/`.
+      workdir: the run folder (a local path or a URI such as gs://bucket/run); checkpoints live
+        in `<workdir>/checkpoints/<step>/`.
       max_to_keep: how many of the newest steps orbax keeps (older ones are deleted after a
         successful save); None keeps all.
       read_only: open an existing run for reading (sampling, evaluation) without writing.
+
+    Use it as a context manager (or call `close()`), also when a restore fails.
     """
 
     def __init__(self, workdir: str | os.PathLike, max_to_keep: int | None = 3,
                  read_only: bool = False):
         ocp = _ocp()
+        from jaxdiff.checkpoint_integrity import ITEM, ShardChecksumHandler
+
         if max_to_keep is not None and (isinstance(max_to_keep, bool) or
                                         not isinstance(max_to_keep, int) or max_to_keep < 1):
             raise InputError(f"max_to_keep must be None or an integer >= 1; got {max_to_keep!r}")
-        self.workdir = Path(workdir).absolute()
+        self.workdir = run_path(workdir)
         self.directory = self.workdir / "checkpoints"
         if read_only and not self.directory.is_dir():
             raise InputFileNotFoundError(
@@ -114,8 +154,18 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
             enable_async_checkpointing=True, cleanup_tmp_directories=not read_only)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "meta"))
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler(),
+                           ITEM: ShardChecksumHandler()})
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
 
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -126,18 +176,24 @@ class Checkpointer:
     def save(self, step: int, state, meta: dict[str, Any]) -> None:
         """Starts an (asynchronous) save of `state` and `meta` at `step`.
 
-        The arrays' checksums are computed now (a device-to-host copy of the state) and stored
-        in meta["integrity"]. Raises CheckpointError if `step` already exists (a run continued
-        from an older step with `--restore_step` moves the newer ones aside first).
+        Each process's shards are hashed in the background (see
+        `jaxdiff.checkpoint_integrity`); the digests are committed with the checkpoint, and a
+        digest of the rest of `meta` goes into meta["integrity"]. Raises CheckpointError if
+        `step` already exists (a run continued from an older step with `--restore_step` moves
+        the newer ones aside first).
         """
         ocp = _ocp()
+        from jaxdiff.checkpoint_integrity import ShardChecksumSave, start_checksums
+
         if step in self.manager.all_steps():
             raise CheckpointError(f"a checkpoint at step {step} already exists in "
                                   f"{str(self.directory)!r}; it was not overwritten")
         meta = {k: v for k, v in meta.items() if k != INTEGRITY_KEY}
-        meta[INTEGRITY_KEY] = integrity_record(state, meta)
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        meta=ocp.args.JsonSave(meta)))
+        meta[INTEGRITY_KEY] = integrity_record(meta)
+        digests = start_checksums(state)
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
+            integrity=ShardChecksumSave(digests)))
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -170,13 +226,18 @@ class Checkpointer:
             no other step is tried in its place.
         """
         ocp = _ocp()
+        from jaxdiff.checkpoint_integrity import ITEM, ShardChecksumRestore
+
         step = self._check_step(step)
+        items = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+        if (self.directory / str(step) / ITEM).exists():  # older checkpoints have none
+            items[ITEM] = ShardChecksumRestore()
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+            with _loops_that_finish_their_reads():
+                restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # orbax/tensorstore raise many types for unreadable files
             raise self._error(step, e) from e
-        self._verify(step, restored.state, restored.meta)
+        self._verify(step, restored.state, restored.meta, restored.get(ITEM))
         return restored.state, _without_integrity(restored.meta)
 
     def restore_meta(self, step: int | None = None) -> dict:
@@ -184,14 +245,17 @@ class Checkpointer:
         ocp = _ocp()
         step = self._check_step(step)
         try:
-            meta = self.manager.restore(step, args=ocp.args.Composite(
-                meta=ocp.args.JsonRestore())).meta
+            with _loops_that_finish_their_reads():
+                meta = self.manager.restore(step, args=ocp.args.Composite(
+                    meta=ocp.args.JsonRestore())).meta
         except Exception as e:
             raise self._error(step, e) from e
         self._verify(step, None, meta)
         return _without_integrity(meta)
 
-    def _verify(self, step: int, state, meta) -> None:
+    def _verify(self, step: int, state, meta, shard_record=None) -> None:
+        from jaxdiff.checkpoint_integrity import verify
+
         if not isinstance(meta, dict):
             raise self._error(step, problem=f"its meta item is {type(meta).__name__}, not a dict")
         record = meta.get(INTEGRITY_KEY)
@@ -201,14 +265,20 @@ class Checkpointer:
         if _json_digest(rest) != record.get("meta"):
             raise self._error(step, problem="its meta item (config, data iterator state) does "
                                             "not match the checksum saved with it")
-        expected = record.get("state")
-        actual = None if state is None or expected is None else array_checksums(state)
-        if actual is None:
+        if state is None:
             return
-        if set(actual) != set(expected):
-            raise self._error(step, problem=f"it holds arrays {sorted(expected)[:3]}... but "
-                                            f"{sorted(actual)[:3]}... were asked for")
-        bad = sorted(k for k in expected if actual[k] != expected[k])
+        if shard_record is None and record.get("state") is not None:  # whole-array digests
+            shard_record = {k: {"*": v} for k, v in record["state"].items()}
+            actual = {k: {"*": v} for k, v in _legacy_array_checksums(state).items()}
+            bad = sorted(k for k in shard_record if actual.get(k) != shard_record[k])
+            missing = sorted(set(actual) ^ set(shard_record))
+        elif shard_record is not None:
+            bad, missing, _ = verify(state, shard_record)
+        else:
+            return
+        if missing:
+            raise self._error(step, problem=f"its arrays and the ones asked for differ: "
+                                            f"{missing[:3]}...")
         if bad:
             raise self._error(step, problem=(
                 f"{len(bad)} array(s) read back with other values than were saved (altered "
@@ -224,7 +294,7 @@ class Checkpointer:
         return CheckpointError(f"checkpoint at step {step} in {str(self.directory)!r} {what}; "
                                f"{hint}. Nothing was deleted.")
 
-    def supersede_after(self, step: int) -> list[Path]:
+    def supersede_after(self, step: int) -> list[epath.Path]:
         """Moves the checkpoints of steps after `step` out of the way, into
         `<workdir>/superseded_checkpoints/` (nothing is deleted), so that a run continued from
         `step` can save those steps again and orbax's max_to_keep never removes `step` in favour
@@ -233,6 +303,16 @@ class Checkpointer:
         if not later:
             return []
         self.manager.wait_until_finished()
+        # One process moves the shared folders; the others wait until they are moved.
+        moved = self._move_later(later) if jax.process_index() == 0 else []
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("jaxdiff_supersede_after")
+        self.manager.reload()
+        return moved
+
+    def _move_later(self, later: list[int]) -> list[epath.Path]:
         target = self.workdir / SUPERSEDED_DIR
         target.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -245,19 +325,18 @@ class Checkpointer:
             n = 1
             while dest.exists():
                 dest, n = target / f"{s}-{stamp}-{n}", n + 1
-            os.replace(source, dest)
+            source.rename(dest)
             moved.append(dest)
-        self.manager.reload()
         return moved
 
 
 def save_config(workdir: str | os.PathLike, config) -> None:
     """Writes the run's config as JSON beside the checkpoints (atomically)."""
-    path = Path(workdir) / CONFIG_FILE
+    path = run_path(workdir) / CONFIG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
+    tmp = path.parent / (CONFIG_FILE + ".tmp")
     tmp.write_text(config.to_json(indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    tmp.replace(path)
 
 
 def load_config(workdir: str | os.PathLike):
@@ -268,7 +347,7 @@ def load_config(workdir: str | os.PathLike):
     """
     from jaxdiff.configs import complete_saved_config
 
-    path = Path(workdir) / CONFIG_FILE
+    path = run_path(workdir) / CONFIG_FILE
     if not path.is_file():
         raise InputFileNotFoundError(
             f"{str(path)!r} not found: is {str(workdir)!r} a jaxdiff workdir? "

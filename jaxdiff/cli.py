@@ -121,7 +121,13 @@ def _train(args, overrides) -> int:
 
     _join_processes()
     config = apply_overrides(get_config(args.config), overrides)
-    train(config, args.workdir, restore_step=args.restore_step)
+    try:
+        train(config, args.workdir, restore_step=args.restore_step)
+    except Exception as error:
+        from jaxdiff import parallel
+
+        parallel.await_lost_process(error)  # ends the process naming a lost peer, if one is
+        raise
     return 0
 
 

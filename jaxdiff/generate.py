@@ -8,7 +8,6 @@ every batch runs the same compiled sampler.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,15 +20,15 @@ from jaxdiff.validation import InputError, InputFileNotFoundError
 
 def load_run(workdir, step: int | None = None):
     """Returns (config, graphdef, ema_params, step) of the run saved in `workdir`."""
-    workdir = Path(workdir)
+    workdir = ckpt_lib.run_path(workdir)
     config = ckpt_lib.load_config(workdir)
-    checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=None, read_only=True)
-    if checkpointer.latest_step() is None:
-        raise InputFileNotFoundError(f"no checkpoint in {str(workdir)!r}: train first with "
-                                     f"`jaxdiff train --workdir {workdir}`")
-    graphdef, _, state = training.init_train_state(config)
-    state, meta = checkpointer.restore(ckpt_lib.abstract_like(state), step)
-    checkpointer.close()
+    # Closed on every path, a failed restore included, so that nothing of orbax's outlives it.
+    with ckpt_lib.Checkpointer(workdir, max_to_keep=None, read_only=True) as checkpointer:
+        if checkpointer.latest_step() is None:
+            raise InputFileNotFoundError(f"no checkpoint in {str(workdir)!r}: train first with "
+                                         f"`jaxdiff train --workdir {workdir}`")
+        graphdef, _, state = training.init_train_state(config)
+        state, _ = checkpointer.restore(ckpt_lib.abstract_like(state), step)
     return config, graphdef, state.ema_params, int(state.step)
 
 

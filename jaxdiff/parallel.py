@@ -9,7 +9,11 @@ reduce-scatters. No pmap.
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
+import threading
+import time
 
 import jax
 import numpy as np
@@ -94,6 +98,23 @@ def global_batch(local_batch: dict, sharding: NamedSharding) -> dict:
             for k, v in local_batch.items()}
 
 
+# Seconds without a heartbeat after which the coordination service declares a process lost
+# (JAX's default is 100); JAXDIFF_HEARTBEAT_TIMEOUT overrides it.
+HEARTBEAT_TIMEOUT = 30
+# How often each process asks the coordination service which processes are alive.
+WATCH_INTERVAL = 2.0
+
+
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name)
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{name}={text!r} must be an integer") from None
+
+
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
                            process_id: int | None = None) -> bool:
@@ -102,13 +123,17 @@ def initialize_distributed(coordinator_address: str | None = None,
     Uses the arguments when given, else JAXDIFF_COORDINATOR / JAXDIFF_NUM_PROCESSES /
     JAXDIFF_PROCESS_ID, else JAX's own cluster detection (SLURM, TPU pods, ...) when one of their
     environment variables is present. Returns True when initialised. On CPU, the gloo
-    collectives are selected so that cross-process reductions work.
+    collectives are selected so that cross-process reductions work. Must run before anything
+    touches a device. In a run of several processes, a watcher thread then stops this process
+    with a message naming the lost process when another one dies (`watch_processes`).
     """
+    if jax.distributed.is_initialized():
+        return True
     coordinator_address = coordinator_address or os.environ.get("JAXDIFF_COORDINATOR")
-    if num_processes is None and os.environ.get("JAXDIFF_NUM_PROCESSES"):
-        num_processes = int(os.environ["JAXDIFF_NUM_PROCESSES"])
-    if process_id is None and os.environ.get("JAXDIFF_PROCESS_ID"):
-        process_id = int(os.environ["JAXDIFF_PROCESS_ID"])
+    if num_processes is None:
+        num_processes = _env_int("JAXDIFF_NUM_PROCESSES")
+    if process_id is None:
+        process_id = _env_int("JAXDIFF_PROCESS_ID")
     explicit = coordinator_address is not None or num_processes is not None
     detected = any(v in os.environ for v in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
                                              "TPU_WORKER_HOSTNAMES", "JAX_COORDINATOR_ADDRESS"))
@@ -123,14 +148,67 @@ def initialize_distributed(coordinator_address: str | None = None,
         if not 0 <= process_id < num_processes:
             raise InputError(f"process_id={process_id} must be in [0, num_processes="
                              f"{num_processes})")
+    heartbeat = _env_int("JAXDIFF_HEARTBEAT_TIMEOUT") or HEARTBEAT_TIMEOUT
     if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or not _has_accelerator_plugin():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
+                               num_processes=num_processes, process_id=process_id,
+                               heartbeat_timeout_seconds=heartbeat)
     if num_processes is not None and jax.process_count() != num_processes:
         raise InputError(f"asked for {num_processes} processes but the runtime reports "
                          f"{jax.process_count()}")
+    if jax.process_count() > 1:
+        watch_processes()
     return True
+
+
+def lost_process_message(lost: list[int], this: int, count: int) -> str:
+    """What a surviving process prints when `lost` processes of the run are gone."""
+    names = ", ".join(str(p) for p in lost)
+    return (f"jaxdiff: error: lost process {names} of the {count}-process run (it stopped or "
+            f"became unreachable; see its own log for why); process {this} stops too instead "
+            f"of waiting for it. Checkpoints already committed are intact: start all "
+            f"{count} processes again with the same command to continue from the latest one.")
+
+
+def await_lost_process(error: BaseException) -> None:
+    """Called with the error a command failed with. In a multi-process run, a failed collective
+    (e.g. gloo's "Connection closed by peer") usually means that another process died: wait for
+    the watch of `watch_processes` to name it and end this process (up to the heartbeat timeout
+    and a few polls); return (the caller re-raises `error`) if no process is found lost."""
+    if jax.process_count() < 2 or not isinstance(error, jax.errors.JaxRuntimeError):
+        return
+    heartbeat = _env_int("JAXDIFF_HEARTBEAT_TIMEOUT") or HEARTBEAT_TIMEOUT
+    time.sleep(heartbeat + 5 * WATCH_INTERVAL)
+
+
+def watch_processes(interval: float = WATCH_INTERVAL) -> threading.Thread:
+    """Starts a daemon thread that asks the coordination service every `interval` seconds which
+    processes are alive; when one is missing (its heartbeats stopped for the heartbeat timeout)
+    or the coordinator itself cannot be reached, it prints `lost_process_message` and ends this
+    process with exit code 1. Without it a survivor would wait in its next collective forever.
+    The watch ends when the interpreter starts to exit (normal ends are not losses)."""
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    count, this = jax.process_count(), jax.process_index()
+    stopping = threading.Event()
+    atexit.register(stopping.set)  # runs before JAX's own shutdown (atexit is LIFO)
+
+    def watch():
+        while not stopping.wait(interval):
+            try:
+                alive = set(client.get_live_nodes(list(range(count))))
+            except Exception:  # noqa: BLE001 - the coordinator (process 0) is unreachable
+                alive = set(range(count)) - {0}
+            lost = sorted(set(range(count)) - alive - {this})
+            if lost and not stopping.is_set():
+                print(lost_process_message(lost, this, count), file=sys.stderr, flush=True)
+                os._exit(1)  # the main thread may be blocked inside a collective
+
+    thread = threading.Thread(target=watch, name="jaxdiff-process-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _has_accelerator_plugin() -> bool:

@@ -2,8 +2,6 @@
 
 usage: python scale_worker.py MODE OUT_DIR [STEPS]
   MODE "single": one device, no mesh.  "data4": mesh data=4.  "fsdp": mesh data=2, fsdp=2.
-  "multiprocess": launched twice with JAXDIFF_COORDINATOR/NUM_PROCESSES/PROCESS_ID; mesh over
-  all processes' devices; saves a checkpoint collectively; process 0 writes the params.
 Writes OUT_DIR/params_<MODE>.npz with the flattened parameters after the steps.
 """
 
@@ -39,8 +37,6 @@ def flat(params):
 def main():
     mode, out_dir = sys.argv[1], sys.argv[2]
     steps = int(sys.argv[3]) if len(sys.argv) > 3 else 5
-    if mode == "multiprocess":
-        parallel.initialize_distributed()
     config = tiny_config(num_steps=steps)
     config.train.batch_size = 8
     config.model.dropout = 0.0
@@ -52,33 +48,23 @@ def main():
         for batch in global_batches(config, steps):
             state, _ = step_fn(state, {k: jnp.asarray(v) for k, v in batch.items()})
     else:
-        config.mesh.data, config.mesh.fsdp = {"data4": (4, 1), "fsdp": (2, 2),
-                                              "multiprocess": (-1, 1)}[mode]
+        config.mesh.data, config.mesh.fsdp = {"data4": (4, 1), "fsdp": (2, 2)}[mode]
         mesh = parallel.make_mesh(config.mesh)
         graphdef, optimizer, state, shardings = training.init_sharded_train_state(config, mesh)
         step = training.make_train_step(graphdef, training.schedule_from_config(config),
                                         optimizer, config)
         data_sharding = parallel.batch_sharding(mesh)
         step_fn = training.jit_train_step(step, shardings, data_sharding)
-        n, i = jax.process_count(), jax.process_index()
         for batch in global_batches(config, steps):
-            local = {k: v.reshape(n, -1, *v.shape[1:])[i] for k, v in batch.items()}
-            state, _ = step_fn(state, parallel.global_batch(local, data_sharding))
+            state, _ = step_fn(state, parallel.global_batch(batch, data_sharding))
         if mode == "fsdp":
             sharded = [x for x in jax.tree.leaves(state.params)
                        if not x.sharding.is_fully_replicated]
             assert sharded, "fsdp=2 sharded no parameter"
-        if mode == "multiprocess":
-            ckpt = checkpoint.Checkpointer(os.path.join(out_dir, "run"), max_to_keep=2)
-            ckpt.save(steps, state, {"step": steps})
-            ckpt.close()
-            from jax.experimental import multihost_utils
-
-            state = state.replace(params=multihost_utils.process_allgather(state.params,
-                                                                           tiled=True))
-    params = state.params
-    if jax.process_index() == 0:
-        np.savez(os.path.join(out_dir, f"params_{mode}.npz"), **flat(params))
+            # A checkpoint of the split state, for the tests of per-shard checksums.
+            with checkpoint.Checkpointer(os.path.join(out_dir, "run")) as ckpt:
+                ckpt.save(steps, state, {"step": steps})
+    np.savez(os.path.join(out_dir, f"params_{mode}.npz"), **flat(state.params))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Sharded training: simulated multi-device meshes and two real processes match one device."""
+"""Sharded training: simulated multi-device meshes match one device (two real processes:
+test_multiprocess_cli.py)."""
 
+import json
 import os
-import socket
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +13,7 @@ import pytest
 from helpers import tiny_config
 
 from jaxdiff import checkpoint, parallel, training
+from jaxdiff.checkpoint_integrity import block_digest
 
 WORKER = os.path.join(os.path.dirname(__file__), "scale_worker.py")
 
@@ -68,37 +71,58 @@ def single(tmp_path_factory):
     return load(out / "params_single.npz")
 
 
-@pytest.mark.parametrize("mode", ["data4", "fsdp"])
-def test_sharded_train_step_matches_single_device(single, mode, tmp_path):
-    finish(run_worker(mode, tmp_path, 5, devices=4))
-    assert_params_close(load(tmp_path / f"params_{mode}.npz"), single, atol=1e-6)
+@pytest.fixture(scope="module")
+def fsdp_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fsdp")
+    finish(run_worker("fsdp", out, 5, devices=4))
+    return out
 
 
-def test_two_processes_match_one_and_their_checkpoint_restores_in_one(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = [run_worker("multiprocess", tmp_path, 10, extra_env={
-        "JAXDIFF_COORDINATOR": f"127.0.0.1:{port}", "JAXDIFF_NUM_PROCESSES": "2",
-        "JAXDIFF_PROCESS_ID": str(i)}) for i in range(2)]
-    for p in procs:
-        finish(p)
-    reference_dir = tmp_path / "ref"
-    reference_dir.mkdir()
-    finish(run_worker("single", reference_dir, 10))
-    two = load(tmp_path / "params_multiprocess.npz")
-    one = load(reference_dir / "params_single.npz")
-    assert_params_close(two, one, atol=1e-6)
+def test_data_parallel_train_step_matches_single_device(single, tmp_path):
+    finish(run_worker("data4", tmp_path, 5, devices=4))
+    assert_params_close(load(tmp_path / "params_data4.npz"), single, atol=1e-6)
 
-    # The checkpoint written collectively by both processes restores here, in one process.
-    config = tiny_config(num_steps=10)
+
+def test_fsdp_train_step_matches_single_device(single, fsdp_dir):
+    assert_params_close(load(fsdp_dir / "params_fsdp.npz"), single, atol=1e-6)
+
+
+def _restore_fsdp_checkpoint(workdir):
+    config = tiny_config(num_steps=5)
     _, _, fresh = training.init_train_state(config)
-    restored, meta = checkpoint.Checkpointer(tmp_path / "run").restore(
-        checkpoint.abstract_like(fresh))
-    assert meta["step"] == 10 and int(restored.step) == 10
-    flat = {jax.tree_util.keystr(p): np.asarray(x)
-            for p, x in jax.tree_util.tree_flatten_with_path(restored.params)[0]}
-    assert_params_close(flat, two, atol=0.0)
+    with checkpoint.Checkpointer(workdir) as ckpt:
+        return ckpt.restore(checkpoint.abstract_like(fresh))
+
+
+def _split_leaves(record_file):
+    record = json.loads(record_file.read_text())
+    return {leaf: blocks for leaf, blocks in record.items() if len(blocks) > 1}
+
+
+def test_checksums_of_a_split_state_cover_each_shard_and_verify_in_another_layout(fsdp_dir):
+    record_file = fsdp_dir / "run" / "checkpoints" / "5" / "integrity" / "sha256.process_0.json"
+    split = _split_leaves(record_file)
+    assert split, "no array of the fsdp state was recorded shard by shard"
+    restored, meta = _restore_fsdp_checkpoint(fsdp_dir / "run")  # one device here
+    assert meta["step"] == 5
+    leaf, blocks = next(iter(split.items()))
+    values = {jax.tree_util.keystr(p): x
+              for p, x in jax.tree_util.tree_leaves_with_path(restored)}[leaf]
+    for key, digest in blocks.items():  # each block is the slice of the whole array it names
+        index = tuple(slice(*map(int, part.split(":"))) for part in key.split(","))
+        assert block_digest(np.asarray(values)[index]) == digest
+
+
+def test_a_shard_checksum_that_differs_is_reported(fsdp_dir, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(fsdp_dir / "run", workdir)
+    record_file = workdir / "checkpoints" / "5" / "integrity" / "sha256.process_0.json"
+    record = json.loads(record_file.read_text())
+    leaf, blocks = next(iter(_split_leaves(record_file).items()))
+    record[leaf][sorted(blocks)[-1]] = "0" * 64
+    record_file.write_text(json.dumps(record))
+    with pytest.raises(checkpoint.CheckpointError, match=r"step 5 .*is corrupt: 1 array"):
+        _restore_fsdp_checkpoint(workdir)
 
 
 def test_gradient_accumulation_matches_one_big_batch():
