@@ -138,6 +138,8 @@ class CLIPTokenizer:
         from tokenizers import AddedToken, decoders
 
         self._tokenizer = tokenizer
+        tokenizer.no_padding()  # a saved tokenizer.json may carry settings of its own
+        tokenizer.no_truncation()
         # bytes back to text first (the `</w>` suffix is plain ASCII, which byte-level decoding
         # keeps), then each end of word becomes a space
         tokenizer.decoder = decoders.Sequence([
@@ -177,9 +179,11 @@ class CLIPTokenizer:
             raise InputError(f"max_length must be an integer in [2, {self.model_max_length}] "
                              f"(BOS and EOS included); got {max_length!r}")
         tok = self._tokenizer
-        tok.enable_truncation(max_length=int(length))
-        tok.enable_padding(length=int(length), pad_id=self.pad_token_id,
-                           pad_token=self.pad_token)
+        if (tok.truncation or {}).get("max_length") != length or tok.padding is None or (
+                tok.padding.get("length") != length):
+            tok.enable_truncation(max_length=int(length))
+            tok.enable_padding(length=int(length), pad_id=self.pad_token_id,
+                               pad_token=self.pad_token)
         encodings = tok.encode_batch(list(texts)) if texts else []
         ids = np.array([e.ids for e in encodings], np.int32).reshape(len(texts), int(length))
         mask = np.array([e.attention_mask for e in encodings], np.int32).reshape(ids.shape)
