@@ -158,7 +158,7 @@ def test_image_size_not_divisible_by_the_downsampling_factor_is_refused(tmp_path
 
 def test_bfloat16_decode_stays_close_to_float32_reference(tmp_path):
     model = _build("vae")
-    graphdef, params = _load(model, tmp_path)
+    _, params = _load(model, tmp_path)
     kwargs = autoencoder_kwargs_from_config(json.loads((tmp_path / "config.json").read_text()))
     bf16_graphdef, _ = abstract_autoencoder(dict(kwargs, dtype="bfloat16"))
     z = np.random.default_rng(4).normal(size=(1, 4, 4, 4)).astype(np.float32)
