@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 from jaxdiff.models.autoencoder import AutoencoderKL
+from jaxdiff.models.clip_text import CLIPTextModel, clip_text_kwargs_from_config
 from jaxdiff.models.diffusers_config import (
     autoencoder_kwargs_from_config,
     unet_condition_kwargs_from_config,
@@ -39,11 +40,13 @@ from jaxdiff.validation import InputError
 
 __all__ = [
     "AutoencoderKL",
+    "CLIPTextModel",
     "UNet",
     "UNet2DCondition",
     "apply_model",
     "autoencoder_kwargs_from_config",
     "check_model_kwargs",
+    "clip_text_kwargs_from_config",
     "count_params",
     "diffusers_equivalent_kwargs",
     "init_model",

@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from jaxdiff.models.functional import merge_params, split_params
-from jaxdiff.models.layers import DTYPES, Dense, LayerNorm, _const
+from jaxdiff.models.layers import DTYPES, Dense, LayerNorm, _const, check_dtypes
 from jaxdiff.validation import InputError, is_concrete
 
 Params = dict[str, Any]
@@ -169,9 +169,7 @@ class CLIPTextModel(nnx.Module):
         if hidden_size % num_attention_heads:
             raise InputError(f"hidden_size {hidden_size} is not a multiple of "
                              f"num_attention_heads {num_attention_heads}")
-        for name in (dtype, param_dtype):
-            if name not in DTYPES:
-                raise InputError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
+        check_dtypes(dtype, param_dtype)
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.embeddings = CLIPTextEmbeddings(vocab_size, max_position_embeddings, hidden_size,
                                              param_dtype=param_dtype)
