@@ -194,3 +194,42 @@ def test_config_errors_name_the_key():
 def test_unknown_torch_name_is_refused():
     with pytest.raises(KeyError, match="text_model.encoder.layers.0.self_attn.qkv.weight"):
         key_map("text_model.encoder.layers.0.self_attn.qkv.weight")
+
+
+def test_left_padding_matches_transformers_eager_attention(tmp_path):
+    """Padding before the prompt leaves the padding queries nothing to see; like transformers'
+    eager attention (the additive minimum mask) they then attend uniformly, and every position,
+    pooled output included, agrees. (torch's SDPA path differs from eager on those rows only.)"""
+    torch.manual_seed(0)
+    model = transformers.CLIPTextModel(_tiny_config("gelu", VOCAB - 1)).eval()
+    model.config._attn_implementation = "eager"
+    perturb_(model, seed=8)
+    config, tensors = _save(model, tmp_path, prefix=False)
+    graphdef, target = abstract_clip_text(clip_text_kwargs_from_config(config))
+    params = convert(tensors, key_map, target, "CLIPTextModel")
+    ids = np.array([[1, 1, VOCAB - 2, 5, 6, VOCAB - 1], [VOCAB - 2, 5, VOCAB - 1, 1, 1, 1]])
+    mask = np.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+    out = apply_clip_text(graphdef, params, ids.astype(np.int32), mask)
+    np.testing.assert_allclose(out.last_hidden_state, ref.last_hidden_state.numpy(), atol=2e-5,
+                               rtol=0)
+    np.testing.assert_allclose(out.pooled_output, ref.pooler_output.numpy(), atol=2e-5, rtol=0)
+
+
+def test_bad_inputs_are_refused_before_running():
+    from jaxdiff.models.clip_text import init_clip_text
+
+    kwargs = dict(vocab_size=VOCAB, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                  num_attention_heads=2, max_position_embeddings=16)
+    graphdef, params = init_clip_text(kwargs, jax.random.key(0))
+    with pytest.raises(InputError, match="vocab|input_ids must lie"):
+        apply_clip_text(graphdef, params, np.array([[0, VOCAB]], np.int32))
+    with pytest.raises(InputError, match="max_position_embeddings=16"):
+        apply_clip_text(graphdef, params, np.zeros((1, 17), np.int32))
+    with pytest.raises(InputError, match="integer array"):
+        apply_clip_text(graphdef, params, np.zeros((1, 4), np.float32))
+    with pytest.raises(InputError, match="attention_mask"):
+        apply_clip_text(graphdef, params, np.zeros((2, 4), np.int32), np.ones((2, 5)))
+    with pytest.raises(InputError, match="hidden_act"):
+        init_clip_text({**kwargs, "hidden_act": "relu"}, jax.random.key(0))
