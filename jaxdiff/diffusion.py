@@ -89,12 +89,6 @@ def eps_from_v(schedule: NoiseSchedule, x_t, t, v):
     return s * x_t + a * v
 
 
-def v_from_x0_eps(schedule: NoiseSchedule, x_t, t, x0, eps):
-    a = extract(schedule.sqrt_alphas_cumprod, t, x_t.ndim)
-    s = extract(schedule.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
-    return a * eps - s * x0
-
-
 def to_x0_and_eps(schedule: NoiseSchedule, x_t, t, model_output, prediction_type: str):
     """Converts a model output of any parameterisation to (predicted x0, predicted eps).
 

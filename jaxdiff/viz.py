@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from jaxdiff.atomic_file import atomic_write
 from jaxdiff.validation import InputError, InputTypeError
 
 _LABEL_HEIGHT = 12  # pixels of the caption band above each cell
@@ -136,15 +135,8 @@ def save_png(array, path) -> Path:
         raise InputError(f"save_png takes an array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); "
                          f"got shape {np.asarray(array).shape}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(a).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        Image.fromarray(a).save(f, format="PNG")
     return path
 
 
@@ -259,15 +251,8 @@ def _save_figure(fig, out_png) -> Path:
 
     FigureCanvasAgg(fig)
     path = Path(out_png)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
     return path
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from jaxdiff import checkpoint as ckpt_lib
+from jaxdiff.atomic_file import atomic_write
 from jaxdiff.validation import InputError, InputTypeError
 
 DIGITS = "digits"
@@ -116,7 +117,7 @@ def bound_in_bits_per_dim(config, graphdef, params, images, labels, *, num_terms
     from jaxdiff.training import schedule_from_config
 
     schedule = schedule_from_config(config)
-    conditional = int(config.model.get("num_classes", 0)) > 0
+    conditional = int(config.model.num_classes) > 0
     model_fn = make_model_fn(graphdef, params, labels_enabled=conditional)
     x = quantize(np.asarray(images, np.float32))
     n = x.shape[0]
@@ -184,9 +185,7 @@ def evaluate_run(workdir, *, num: int = 2000, method: str | None = None,
       count) "samples_matched" metric dicts (see `jaxdiff.evaluation.evaluate_samples`),
       "bits_per_dim" (see `bound_in_bits_per_dim`, or None), and the settings used.
     """
-    from jaxdiff.evaluation import evaluate_samples, load_digits_classifier
-    from jaxdiff.evaluation.classifier import cache_path
-    from jaxdiff.generate import generate_images, load_run
+    from jaxdiff.generate import load_run
     from jaxdiff.training import schedule_from_config
     from jaxdiff.validation import check_int
 
@@ -195,77 +194,39 @@ def evaluate_run(workdir, *, num: int = 2000, method: str | None = None,
     num = check_int(num, "--num", 2)
     num_real = check_int(num_real, "--num_real", 2)
     bpd_num = check_int(bpd_num, "--bpd_num", 0)
-    T = int(config.diffusion.num_timesteps)
     if bpd_num:
-        bpd_terms = check_int(bpd_terms, "--bpd_terms", 1, T - 1)
-    digits = uses_digits_judge(config)
-    if isinstance(features, str):
-        extractor, feature_name = load_feature_extractor(features), features
-    elif features is not None:
-        extractor, feature_name = features, getattr(features, "__name__", repr(features))
-    elif digits:
-        extractor, feature_name = None, "digits classifier (64-d penultimate layer)"
-    else:
-        shape = (config.model.image_size, config.model.image_size, config.model.in_channels)
-        raise InputError(
-            f"no feature extractor for dataset {config.data.name!r} with images {shape}: the "
-            f"built-in judge is the digits classifier (data.name='digits', 16x16x1). Pass "
-            f"--features module:function, a callable images (N, H, W, C) in [-1, 1] -> (N, D) "
-            f"features (e.g. an Inception or CLIP network) to compute FID with your own network")
+        bpd_terms = check_int(bpd_terms, "--bpd_terms", 1,
+                              int(config.diffusion.num_timesteps) - 1)
+    extractor, feature_name = _feature_extractor(config, features)
     schedule_from_config(config)  # checks the schedule before the long work
 
-    config_run, graphdef, params, step = load_run(workdir, restore_step)
-    classifier = None
-    if digits:
-        if not cache_path().exists() and progress:
-            print(f"training the digits classifier once (cached at {cache_path()})",
-                  file=sys.stderr)
-        classifier = load_digits_classifier()
-        if extractor is None:
-            extractor = classifier.features
+    _, graphdef, params, step = load_run(workdir, restore_step)
+    classifier = _digits_classifier(progress) if uses_digits_judge(config) else None
+    if extractor is None:
+        extractor = classifier.features
     reference, _ = _load_data(config, reference_split, num_real, "--reference_split")
     held_out, held_labels = _load_data(config, split, max(num, bpd_num, 2), "--split")
 
-    num_classes = int(config_run.model.get("num_classes", 0))
-    labels = np.arange(num, dtype=np.int32) % num_classes if num_classes else None
-    method = method or config_run.sampling.method
-    num_steps = num_steps or config_run.sampling.num_steps
-    if num_classes and guidance_scale is None:
-        guidance_scale = float(config_run.sampling.get("guidance_scale", 1.0))
-    images = generate_images(config_run, graphdef, params, num=num, seed=seed, method=method,
-                             num_steps=num_steps, labels=labels, guidance_scale=guidance_scale,
-                             batch_size=batch_size, progress=progress)
-
-    def score(x, requested):
-        return evaluate_samples(x, reference, extractor, classifier,
-                                requested_labels=requested if classifier is not None else None)
-
+    settings, images, labels = _generate(config, graphdef, params, num=num, method=method,
+                                         num_steps=num_steps, seed=seed, batch_size=batch_size,
+                                         guidance_scale=guidance_scale, progress=progress)
     n_floor = min(num, held_out.shape[0])
     results: dict[str, Any] = {
         "workdir": str(workdir),
         "checkpoint_step": int(step),
-        "method": method,
-        "num_steps": int(num_steps),
-        "seed": int(seed),
-        "guidance_scale": guidance_scale if num_classes else None,
+        **settings,
         "features": feature_name,
         "reference": {"split": reference_split, "num_images": int(reference.shape[0])},
         "held_out": {"split": split, "num_images": int(n_floor)},
-        "samples": score(images, labels),
-        "real_floor": score(held_out[:n_floor],
-                            held_labels[:n_floor] if num_classes else None),
+        **_scores(images, labels, held_out[:n_floor], held_labels[:n_floor], reference,
+                  extractor, classifier),
+        "bits_per_dim": None,
     }
-    if classifier is not None:
-        results["classifier_test_accuracy"] = float(classifier.test_accuracy)
-    if num > n_floor:
-        results["samples_matched"] = score(images[:n_floor],
-                                           labels[:n_floor] if num_classes else None)
-    results["bits_per_dim"] = None
     if bpd_num:
         count = min(bpd_num, held_out.shape[0])
         results["bits_per_dim"] = {
             "split": split, "variance": "fixedlarge",
-            **bound_in_bits_per_dim(config_run, graphdef, params, held_out[:count],
+            **bound_in_bits_per_dim(config, graphdef, params, held_out[:count],
                                     held_labels[:count], num_terms=bpd_terms, seed=seed,
                                     batch_size=batch_size or 256)}
     if write:
@@ -273,10 +234,80 @@ def evaluate_run(workdir, *, num: int = 2000, method: str | None = None,
     return results
 
 
+def _feature_extractor(config, features) -> tuple[Callable | None, str]:
+    """(extractor, name) from `--features`; (None, ...) when the digits classifier will judge.
+
+    Raises InputError when the run has no built-in judge and no features were given.
+    """
+    if isinstance(features, str):
+        return load_feature_extractor(features), features
+    if features is not None:
+        return features, getattr(features, "__name__", repr(features))
+    if uses_digits_judge(config):
+        return None, "digits classifier (64-d penultimate layer)"
+    shape = (config.model.image_size, config.model.image_size, config.model.in_channels)
+    raise InputError(
+        f"no feature extractor for dataset {config.data.name!r} with images {shape}: the "
+        f"built-in judge is the digits classifier (data.name='digits', 16x16x1). Pass "
+        f"--features module:function, a callable images (N, H, W, C) in [-1, 1] -> (N, D) "
+        f"features (e.g. an Inception or CLIP network) to compute FID with your own network")
+
+
+def _digits_classifier(progress: bool):
+    """The shipped digits classifier (trained once and cached on first use)."""
+    from jaxdiff.evaluation import load_digits_classifier
+    from jaxdiff.evaluation.classifier import cache_path
+
+    if not cache_path().exists() and progress:
+        print(f"training the digits classifier once (cached at {cache_path()})",
+              file=sys.stderr)
+    return load_digits_classifier()
+
+
+def _generate(config, graphdef, params, *, num: int, method, num_steps, seed: int, batch_size,
+              guidance_scale, progress: bool):
+    """(settings, images (num, H, W, C), labels (num,) or None) sampled for the evaluation;
+    settings holds the sampling options used (unset ones from config.sampling)."""
+    from jaxdiff.generate import generate_images
+
+    num_classes = int(config.model.num_classes)
+    labels = np.arange(num, dtype=np.int32) % num_classes if num_classes else None
+    method = method or config.sampling.method
+    num_steps = num_steps or config.sampling.num_steps
+    if num_classes and guidance_scale is None:
+        guidance_scale = float(config.sampling.guidance_scale)
+    images = generate_images(config, graphdef, params, num=num, seed=seed, method=method,
+                             num_steps=num_steps, labels=labels, guidance_scale=guidance_scale,
+                             batch_size=batch_size, progress=progress)
+    settings = {"method": method, "num_steps": int(num_steps), "seed": int(seed),
+                "guidance_scale": guidance_scale if num_classes else None}
+    return settings, images, labels
+
+
+def _scores(images, labels, held_out, held_labels, reference, extractor,
+            classifier) -> dict[str, Any]:
+    """Metric dicts of the samples, of the held-out images (the floor) and, when there are more
+    samples than held-out images, of as many samples as held-out images."""
+    from jaxdiff.evaluation import evaluate_samples
+
+    def score(x, requested):
+        return evaluate_samples(x, reference, extractor, classifier,
+                                requested_labels=requested if classifier is not None else None)
+
+    n_floor = held_out.shape[0]
+    results = {"samples": score(images, labels),
+               "real_floor": score(held_out, held_labels if labels is not None else None)}
+    if classifier is not None:
+        results["classifier_test_accuracy"] = float(classifier.test_accuracy)
+    if images.shape[0] > n_floor:
+        results["samples_matched"] = score(images[:n_floor],
+                                           labels[:n_floor] if labels is not None else None)
+    return results
+
+
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
 
 
 def markdown_table(results: dict) -> str:

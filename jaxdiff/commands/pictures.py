@@ -63,14 +63,13 @@ def load_image(path, image_size: int, channels: int | None = None) -> np.ndarray
 
 def default_digit(image_size: int = 16, index: int = 0) -> np.ndarray:
     """Test-split digit number `index` as float32 (image_size, image_size, 1) in [-1, 1]."""
-    from jaxdiff.data.digits_arrays import digits_arrays
-    from jaxdiff.data.transforms import center_crop_resize, to_float
+    from jaxdiff.data.digits_arrays import digits_split
 
-    images, _ = digits_arrays("test")
+    images, _ = digits_split("test", image_size)
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
             or not 0 <= index < images.shape[0]:
         raise InputError(f"--index must be in [0, {images.shape[0]}); got {index!r}")
-    return center_crop_resize(to_float(images[index]), image_size)
+    return images[index]
 
 
 def noise_strip_picture(image: np.ndarray, levels: Sequence[int], *, schedule: str = "linear",

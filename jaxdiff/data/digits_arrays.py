@@ -28,3 +28,24 @@ def digits_arrays(split: str):
     order = np.random.default_rng(SPLIT_SEED).permutation(NUM_EXAMPLES)
     index = order[: NUM_EXAMPLES - NUM_TEST] if split == "train" else order[NUM_EXAMPLES - NUM_TEST:]
     return images[index], labels[index]
+
+
+def digits_split(split: str, image_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """A digits split as a model trained on `data.name="digits"` sees it.
+
+    The one path from the stored digits to model input: each image goes through the input
+    pipeline's own `transforms.preprocess` (no flip), so the classifier, the pictures and the
+    training data agree to the last bit.
+
+    Returns:
+      (images float32 (N, image_size, image_size, 1) in [-1, 1], labels int32 (N,)).
+
+    >>> images, labels = digits_split("test")
+    >>> images.shape, images.dtype, labels[:3].tolist()
+    ((297, 16, 16, 1), dtype('float32'), [0, 4, 4])
+    """
+    from jaxdiff.data.transforms import preprocess
+
+    images, labels = digits_arrays(split)
+    x = np.stack([preprocess(image, size=image_size, channels=1, flip=False) for image in images])
+    return x, labels.astype(np.int32)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -26,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdiff.atomic_file import atomic_write
+from jaxdiff.data.digits_arrays import digits_split
 from jaxdiff.validation import InputError, InputTypeError
 
 IMAGE_SHAPE = (16, 16, 1)
@@ -38,21 +39,6 @@ EPOCHS = 15
 BATCH_SIZE = 50
 LEARNING_RATE = 2e-3
 _EVAL_BATCH = 256
-
-
-def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The digits split the classifier is trained/tested on, as jaxdiff models see it.
-
-    Returns:
-      (images float32 (N, 16, 16, 1) in [-1, 1], labels int32 (N,)): the 8x8 sklearn digits
-      scaled to [-1, 1] and resized 8x8 -> 16x16 bilinearly (`jax.image.resize`).
-    """
-    from jaxdiff.data.digits_arrays import digits_arrays
-
-    images, labels = digits_arrays(split)
-    x = images.astype(np.float32) / 127.5 - 1.0
-    x = jax.image.resize(jnp.asarray(x), (x.shape[0],) + IMAGE_SHAPE, "bilinear")
-    return np.asarray(x, dtype=np.float32), labels.astype(np.int32)
 
 
 class DigitsCNN(nn.Module):
@@ -216,16 +202,9 @@ def cache_path(cache_dir=None) -> Path:
 def _save(clf: DigitsClassifier, path: Path) -> None:
     flat = {"/".join(k.key for k in kp): np.asarray(v)
             for kp, v in jax.tree_util.tree_flatten_with_path(clf.params)[0]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, __version__=np.array(VERSION),
-                     __test_accuracy__=np.array(clf.test_accuracy), **flat)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, __version__=np.array(VERSION),
+                 __test_accuracy__=np.array(clf.test_accuracy), **flat)
 
 
 def _load(path: Path) -> DigitsClassifier:
