@@ -20,8 +20,11 @@ The iterator's `get_state()` is a small JSON-serialisable dict; `set_state()` on
 pipeline built with the same arguments continues with exactly the same batches.
 
 Example:
-  >>> it = input_pipeline(config.data, batch_size=64, seed=0)   # doctest: +SKIP
-  >>> batch = next(it)           # {"image": (64, 16, 16, 1) float32, "label": (64,) int32}
+  >>> from jaxdiff.configs import get_config
+  >>> it = input_pipeline(get_config("digits").data, batch_size=8, seed=0)
+  >>> batch = next(it)
+  >>> batch["image"].shape, batch["image"].dtype, batch["label"].shape, batch["label"].dtype
+  ((8, 16, 16, 1), dtype('float32'), (8,), dtype('int32'))
 """
 
 from __future__ import annotations
