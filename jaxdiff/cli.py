@@ -256,14 +256,13 @@ def _check_output_path(path, suffix: str) -> None:
 def _save_npz(path, images, labels) -> None:
     import numpy as np
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    from jaxdiff.atomic_file import atomic_write
+
     arrays = {"images": images}
     if labels is not None:
         arrays["labels"] = np.asarray(labels)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def _quiet_library_logs() -> None:

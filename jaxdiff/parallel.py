@@ -30,8 +30,7 @@ FSDP_MIN_SIZE = 2**12
 def mesh_shape(mesh_config, num_devices: int | None = None) -> tuple[int, int]:
     """(data, fsdp) sizes from the config; -1 means "all remaining devices"."""
     n = jax.device_count() if num_devices is None else num_devices
-    data = int(mesh_config.get("data", -1))
-    fsdp = int(mesh_config.get("fsdp", 1))
+    data, fsdp = int(mesh_config["data"]), int(mesh_config["fsdp"])
     if data == 0 or fsdp == 0 or data < -1 or fsdp < -1 or (data == -1 and fsdp == -1):
         raise InputError(f"mesh.data={data} and mesh.fsdp={fsdp}: each must be a positive size "
                          f"or -1 (all remaining devices), and at most one may be -1")

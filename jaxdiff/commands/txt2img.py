@@ -93,15 +93,12 @@ def _load_latents(path) -> "np.ndarray":  # noqa: F821
 
 def save_npz(path, images, prompts) -> None:
     """images and the aligned prompts (fixed-width unicode: np.load needs no pickle)."""
-    import os
-
     import numpy as np
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, images=np.asarray(images, np.float32), prompts=np.array(prompts, dtype=str))
-    os.replace(tmp, path)
+    from jaxdiff.atomic_file import atomic_write
+
+    with atomic_write(path) as f:
+        np.savez(f, images=np.asarray(images, np.float32), prompts=np.array(prompts, dtype=str))
 
 
 def run(args, check_output_path) -> int:
