@@ -7,7 +7,8 @@ that older checkpoints store is dropped (positions are always 0..L-1 here).
 
 from __future__ import annotations
 
-from jaxdiff.pretrained.key_rules import Rule, make_key_map as _make_key_map
+from jaxdiff.pretrained.key_rules import Rule
+from jaxdiff.pretrained.key_rules import make_key_map as _make_key_map
 
 _LAYER = r"encoder\.layers\.(\d+)"
 
@@ -46,4 +47,4 @@ def make_key_map(kwargs: dict | None = None):
     return key_map
 
 
-__all__ = ["Rule", "RULES", "key_map", "make_key_map"]
+__all__ = ["RULES", "Rule", "key_map", "make_key_map"]
