@@ -13,6 +13,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from jaxdiff.pipelines.scheduler_config import read_scheduler_config, sampler_settings
 from jaxdiff.pipelines.text_to_image import TextToImage
 from jaxdiff.validation import InputError, InputFileNotFoundError, check_choice
@@ -31,6 +33,16 @@ class Bound:
 
     def __call__(self, params, *args):
         return self.fn(self.graphdef, params, *args)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenIds:
+    """prompts -> int32 token ids (N, 77), padded and truncated as diffusers' pipelines do."""
+
+    tokenizer: object
+
+    def __call__(self, prompts) -> np.ndarray:
+        return self.tokenizer(list(prompts))[0]
 
 
 def text_states(graphdef, params, ids):
@@ -96,14 +108,14 @@ def load_text_to_image(folder, *, dtype: str = "float32") -> TextToImage:
     """
     from jaxdiff.models.autoencoder import decode
     from jaxdiff.models.unet_condition import apply_unet_condition
-    from jaxdiff.tokenizer import load_clip_tokenizer
+    from jaxdiff.tokenizer import load_tokenizer
 
     check_choice("dtype", dtype, DTYPES)
     folder = Path(folder)
     check_pipeline_folder(folder)
     scheduler_config = read_scheduler_config(folder / "scheduler")
     settings = sampler_settings(scheduler_config)  # refuses unsupported settings before loading
-    tokenizer = load_clip_tokenizer(folder / "tokenizer")
+    tokenizer = TokenIds(load_tokenizer(folder / "tokenizer"))
     text_graphdef, text_params, _ = _part(folder, "text_encoder", dtype)
     unet_graphdef, unet_params, unet_kwargs = _part(folder, "unet", dtype)
     vae_graphdef, vae_params, vae_kwargs = _part(folder, "vae", dtype)

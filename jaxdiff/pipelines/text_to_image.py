@@ -83,8 +83,8 @@ _STATIC = ("fns", "method", "num_steps", "options", "latent_shape", "stochastic"
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _generate(params, ids, negative_ids, latents, key, indices, guidance_scale, eta, schedule, *,
-              fns, method, num_steps, options, latent_shape, stochastic, scaling_factor,
+def _generate(params, ids, negative_ids, latents, use_latents, key, indices, guidance_scale, eta,
+              schedule, *, fns, method, num_steps, options, latent_shape, stochastic, scaling_factor,
               shift_factor):
     """The compiled generation of one batch; see the module docstring."""
     from jaxdiff.sampling import sample
@@ -93,10 +93,11 @@ def _generate(params, ids, negative_ids, latents, key, indices, guidance_scale, 
     batch = ids.shape[0]
     states = encode_text(params["text_encoder"], jnp.concatenate([ids, negative_ids]))
     cond, uncond = jnp.split(states, 2)
-    image_keys = None if key is None else jax.vmap(jax.random.fold_in, (None, 0))(key, indices)
-    if latents is None:
-        latents = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), latent_shape,
-                                                       jnp.float32))(image_keys)
+    image_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, indices)
+    # Drawn or given latents in one program, so that both kinds of call share one compilation.
+    drawn = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), latent_shape,
+                                                 jnp.float32))(image_keys)
+    latents = jnp.where(use_latents, latents, drawn)
     noise = None
     if stochastic:
         steps = jnp.arange(1, num_steps + 1)
@@ -229,6 +230,8 @@ def generate(model: TextToImage, prompts, negative_prompts=None, *, num_steps: i
                          f"{settings.method} with eta={eta} also needs key for its step noise"
                          if latents is not None else "give key (an int seed or "
                          "jax.random.key) or latents")
+    if key is None:
+        key = _as_key(0)  # not drawn from: the latents are given and the sampler adds no noise
     g = float(guidance_scale)
     if not math.isfinite(g):
         raise InputError(f"guidance_scale must be finite; got {guidance_scale!r}")
@@ -240,6 +243,9 @@ def generate(model: TextToImage, prompts, negative_prompts=None, *, num_steps: i
     ids = model.tokenize(prompts)
     negative_ids = model.tokenize(negative_prompts)
     latent_shape = (height // model.vae_factor, width // model.vae_factor, model.latent_channels)
+    use_latents = np.bool_(latents is not None)
+    if latents is None:
+        latents = np.zeros((num, *latent_shape), np.float32)
     static = dict(fns=(model.encode_text, model.predict, model.decode), method=settings.method,
                   num_steps=int(num_steps),
                   options=tuple(sorted(settings.options.items())), latent_shape=latent_shape,
@@ -251,7 +257,7 @@ def generate(model: TextToImage, prompts, negative_prompts=None, *, num_steps: i
         put = functools.partial(jax.device_put, device=data)
         images = _generate(
             params, put(ids[rows]), put(negative_ids[rows]),
-            None if latents is None else put(latents[rows]), key,
+            put(latents[rows]), use_latents, key,
             put((first_index + rows).astype(np.int32)), np.float32(g), np.float32(eta),
             settings.schedule, **static)
         out.append(np.asarray(images)[:min(batch, num - start)])
