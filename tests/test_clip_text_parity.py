@@ -1,5 +1,6 @@
-"""jaxdiff's CLIPTextModel against transformers' on the same (perturbed, tiny) weights, loaded from
-a saved safetensors file through the key map; full SD 1.5 / 2.1 configs matched key for key."""
+"""jaxdiff's CLIPTextModel against transformers' on the same (perturbed, tiny) weights, saved with
+save_pretrained and loaded by `jaxdiff.pretrained.load_component`; full SD 1.5 / 2.1 configs
+matched key for key."""
 
 from __future__ import annotations
 
@@ -65,6 +66,16 @@ def _save(torch_model, folder: Path, prefix: bool) -> tuple[dict, dict]:
     return json.loads((folder / "config.json").read_text()), tensors
 
 
+def _load(torch_model, folder: Path, prefix: bool, dtype: str = "float32"):
+    """(graphdef, params) of the saved model, read back by jaxdiff's folder loader."""
+    from jaxdiff.pretrained import load_component
+
+    _save(torch_model, folder, prefix)
+    loaded = load_component(folder, dtype=dtype)
+    assert loaded.kind == "CLIPTextModel"
+    return loaded.graphdef, loaded.params
+
+
 @pytest.mark.parametrize("hidden_act,eos_token_id,pad_is_eos,prefix", [
     ("quick_gelu", 2, True, True),         # SD 1.x: legacy eos id, pads with end-of-text
     ("gelu", 2, False, False),             # SD 2.x: legacy eos id, pads with "!"-like id
@@ -75,10 +86,7 @@ def test_clip_text_matches_transformers(tmp_path, hidden_act, eos_token_id, pad_
     torch.manual_seed(0)
     model = transformers.CLIPTextModel(_tiny_config(hidden_act, eos_token_id)).eval()
     perturb_(model, seed=1)
-    config, tensors = _save(model, tmp_path, prefix)
-    kwargs = clip_text_kwargs_from_config(config)
-    graphdef, target = abstract_clip_text(kwargs)
-    params = convert(tensors, key_map, target, "CLIPTextModel")
+    graphdef, params = _load(model, tmp_path, prefix)
 
     # end-of-text is the largest id, as in the real vocabulary (the legacy path takes the argmax)
     ids, mask = _token_batch(VOCAB - 1, VOCAB - 1 if pad_is_eos else 3, seed=2)
@@ -106,9 +114,7 @@ def test_pooled_output_is_first_eos_not_argmax_for_new_style_eos_id(tmp_path):
     torch.manual_seed(0)
     model = transformers.CLIPTextModel(_tiny_config("quick_gelu", eos)).eval()
     perturb_(model, seed=3)
-    config, tensors = _save(model, tmp_path, prefix=False)
-    graphdef, target = abstract_clip_text(clip_text_kwargs_from_config(config))
-    params = convert(tensors, key_map, target, "CLIPTextModel")
+    graphdef, params = _load(model, tmp_path, prefix=False)
     ids = np.array([[VOCAB - 2, 90, 7, eos, eos, eos, 80, 1]], np.int64)
     with torch.no_grad():
         ref = model(torch.from_numpy(ids)).pooler_output.numpy()
@@ -129,6 +135,7 @@ def test_clip_text_with_projection_matches_transformers(tmp_path, prefix):
     kwargs = clip_text_kwargs_from_config(config_dict)
     assert kwargs["with_projection"]
     graphdef, target = abstract_clip_text(kwargs)
+    # read through convert_tensors: the folder loader registers CLIPTextModel only
     params = convert(tensors, key_map, target, "CLIPTextModelWithProjection")
     ids, _ = _token_batch(VOCAB - 1, VOCAB - 1, seed=5)
     with torch.no_grad():
@@ -143,13 +150,8 @@ def test_bfloat16_compute_stays_close_to_float32(tmp_path):
     torch.manual_seed(0)
     model = transformers.CLIPTextModel(_tiny_config("quick_gelu", 2)).eval()
     perturb_(model, seed=6)
-    config, tensors = _save(model, tmp_path, prefix=False)
-    kwargs = clip_text_kwargs_from_config(config)
-    _, target = abstract_clip_text(kwargs)
-    params = convert(tensors, key_map, target, "CLIPTextModel")
-    params = jax.tree.map(lambda p: np.asarray(p).astype(jax.numpy.bfloat16), params)
-    graphdef_bf16, _ = abstract_clip_text({**kwargs, "dtype": "bfloat16",
-                                          "param_dtype": "bfloat16"})
+    graphdef_bf16, params = _load(model, tmp_path, prefix=False, dtype="bfloat16")
+    assert {np.dtype(p.dtype) for p in jax.tree.leaves(params)} == {np.dtype(jax.numpy.bfloat16)}
     ids, _ = _token_batch(VOCAB - 1, VOCAB - 1, seed=7)
     with torch.no_grad():
         ref = model(torch.from_numpy(ids)).last_hidden_state.numpy()
@@ -204,9 +206,7 @@ def test_left_padding_matches_transformers_eager_attention(tmp_path):
     model = transformers.CLIPTextModel(_tiny_config("gelu", VOCAB - 1)).eval()
     model.config._attn_implementation = "eager"
     perturb_(model, seed=8)
-    config, tensors = _save(model, tmp_path, prefix=False)
-    graphdef, target = abstract_clip_text(clip_text_kwargs_from_config(config))
-    params = convert(tensors, key_map, target, "CLIPTextModel")
+    graphdef, params = _load(model, tmp_path, prefix=False)
     ids = np.array([[1, 1, VOCAB - 2, 5, 6, VOCAB - 1], [VOCAB - 2, 5, VOCAB - 1, 1, 1, 1]])
     mask = np.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
     with torch.no_grad():

@@ -305,7 +305,8 @@ _IGNORED_CONFIG_KEYS = (
 
 
 def clip_text_kwargs_from_config(config: Mapping) -> dict:
-    """A transformers text_encoder/config.json dict -> `CLIPTextModel` kwargs.
+    """A transformers text_encoder/config.json dict -> `CLIPTextModel` kwargs (float32; replace
+    `dtype` / `param_dtype` for bfloat16).
 
     `architectures` naming `CLIPTextModelWithProjection` adds the text projection; other keys that
     only describe the torch side (see `_IGNORED_CONFIG_KEYS`, and any key starting with "_") are
@@ -340,6 +341,7 @@ def clip_text_kwargs_from_config(config: Mapping) -> dict:
         hidden_act=r.require("hidden_act", "quick_gelu", tuple(ACTIVATIONS)),
         layer_norm_eps=r.number("layer_norm_eps", 1e-5), eos_token_id=eos,
         with_projection=with_projection,
-        projection_dim=projection_dim if with_projection else 512)
+        projection_dim=projection_dim if with_projection else 512,
+        dtype="float32", param_dtype="float32")
     r.finish()
     return kwargs
