@@ -104,6 +104,7 @@ def convert_tensors(tensors: Mapping[str, np.ndarray], key_map: KeyMap, target, 
     expected = flatten_params(target)
     filled: dict[str, np.ndarray] = {}
     unexpected, misshaped, duplicated = [], [], []
+    misshaped_paths = set()  # reported as mis-shaped, not again as missing
     for name in sorted(tensors):
         try:
             rule = key_map(name)
@@ -124,9 +125,10 @@ def convert_tensors(tensors: Mapping[str, np.ndarray], key_map: KeyMap, target, 
         if value.shape != want:
             misshaped.append(f"{name} {tuple(np.shape(tensors[name]))} (-> {path} needs "
                              f"{want} after the {kind} layout change)")
+            misshaped_paths.add(path)
             continue
         filled[path] = value.astype(out_dtype)
-    missing = sorted(set(expected) - set(filled))
+    missing = sorted(set(expected) - set(filled) - misshaped_paths)
     problems = [_listing(kind, names) for kind, names in (
         ("missing parameters", missing), ("unexpected tensors", unexpected),
         ("mis-shaped tensors", misshaped), ("tensors mapped twice", duplicated)) if names]
