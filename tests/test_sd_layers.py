@@ -86,3 +86,14 @@ def test_group_norm_uses_its_epsilon():
         ref = ((g - mean) / np.sqrt(var + eps)).reshape(x.shape)
         gn = GroupNorm(4, 2, eps=eps, rngs=None)
         np.testing.assert_allclose(gn(jnp.asarray(x, jnp.float32)), ref, rtol=1e-3, atol=1e-4)
+
+
+def test_long_attention_tiled_on_cpu_matches_float64_reference():
+    # 1024 positions: long enough that the CPU path runs (head, query block) tiles
+    from jaxdiff.models.layers import _query_chunk
+
+    assert _query_chunk(1024, 1024) == 256
+    rng = np.random.default_rng(4)
+    q, k, v = (rng.normal(size=(1, 1024, 16)) for _ in range(3))
+    got = multi_head_attention(*(jnp.asarray(a, jnp.float32) for a in (q, k, v)), 2)
+    np.testing.assert_allclose(got, _attention_reference(q, k, v, 2, False), atol=1e-5)

@@ -214,9 +214,9 @@ class AttentionBlock(nnx.Module):
     """
 
     def __init__(self, channels: int, num_heads: int, *, num_groups: int, dtype: str,
-                 param_dtype: str, rngs: nnx.Rngs | None):
+                 param_dtype: str, rngs: nnx.Rngs | None, eps: float = GROUP_NORM_EPS):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.norm = GroupNorm(channels, num_groups, **kw)
+        self.norm = GroupNorm(channels, num_groups, eps=eps, **kw)
         self.qkv = Dense(channels, 3 * channels, **kw)
         self.out = Dense(channels, channels, **kw)
         self.num_heads = num_heads
@@ -233,9 +233,19 @@ class AttentionBlock(nnx.Module):
         return x.astype(h.dtype) + self.out(o).reshape(b, hh, ww, c)
 
 
+# float32 logits per tile of the CPU path (1 MiB): a tile's logits, exponentials and sums stay in
+# the L2 cache instead of streaming the whole (L x L) matrix through memory three times.
+_TILE_LOGITS = 1 << 18
+
+
 def attend_heads_major(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool = False
                        ) -> jax.Array:
     """Scaled dot-product attention softmax(q k^T / sqrt(d)) v of heads-major inputs.
+
+    On the CPU, long non-causal attention (e.g. 4096 positions of a 64x64 latent) runs one
+    (head, block of queries) tile at a time: the same numbers, a few times faster and without
+    the (L x L) logits in memory (measured: 2x8 heads of 4096 positions, 8.5 s and 2.5 GB at once
+    vs 0.9-1.4 s and 0.4 GB tiled, on a loaded 2-core machine).
 
     Args:
       q: (B, heads, Lq, d); k, v: (B, heads, Lk, d), all in the compute dtype.
@@ -244,6 +254,37 @@ def attend_heads_major(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool
     Returns:
       (B, heads, Lq, d) in v's dtype; logits and the softmax are float32.
     """
+    chunk = None if causal else _query_chunk(q.shape[2], k.shape[2])
+    if chunk is None:
+        return _attend(q, k, v, causal=causal)
+    b, n, lq, d = q.shape
+    per_head = lq // chunk
+    q_tiles = q.reshape(b * n * per_head, chunk, d)
+    k_heads, v_heads = k.reshape(b * n, -1, d), v.reshape(b * n, -1, d)
+
+    def tile(args):
+        q_tile, index = args
+        head = index // per_head
+        return _attend(q_tile[None, None], k_heads[head][None, None],
+                       v_heads[head][None, None], causal=False)[0, 0]
+
+    out = jax.lax.map(tile, (q_tiles, jnp.arange(b * n * per_head)))
+    return out.reshape(b, n, lq, d)
+
+
+def _query_chunk(lq: int, lk: int) -> int | None:
+    """Queries per tile on the CPU (a divisor of lq near _TILE_LOGITS / lk), or None for one pass
+    (short sequences, other backends, or no usable divisor)."""
+    if jax.default_backend() != "cpu":
+        return None
+    target = max(1, _TILE_LOGITS // lk)
+    if target >= lq:
+        return None
+    chunk = next(c for c in range(target, 0, -1) if lq % c == 0)
+    return chunk if 4 * chunk >= target else None
+
+
+def _attend(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool) -> jax.Array:
     d = q.shape[-1]
     q = q * jnp.asarray(d ** -0.5, q.dtype)
     logits = jnp.einsum("bnqd,bnkd->bnqk", q, k, preferred_element_type=jnp.float32)
