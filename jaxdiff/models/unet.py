@@ -48,7 +48,8 @@ def _check_dtype(name: str, value) -> str:
 
 def check_model_kwargs(*, image_size, in_channels, out_channels, base_channels, channel_mults,
                        num_res_blocks, attention_resolutions, num_heads, dropout, num_groups,
-                       num_classes, dtype, param_dtype, remat) -> dict:
+                       num_classes, dtype, param_dtype, remat, flip_sin_to_cos=True,
+                       freq_shift=0, norm_eps=1e-5, downsample_padding=1) -> dict:
     """Validates the UNet hyper-parameters; returns them normalised (tuples, dtype names).
 
     Raises ValueError / TypeError naming the bad value and what is accepted.
@@ -101,12 +102,21 @@ def check_model_kwargs(*, image_size, in_channels, out_channels, base_channels, 
     num_classes = check_int(num_classes, "num_classes", 0)
     if not isinstance(remat, (bool, np.bool_)):
         raise InputTypeError(f"remat must be True or False; got {remat!r}")
+    if not isinstance(flip_sin_to_cos, (bool, np.bool_)):
+        raise InputTypeError(f"flip_sin_to_cos must be True or False; got {flip_sin_to_cos!r}")
+    freq_shift = check_int(freq_shift, "freq_shift", 0, channels[0] // 2 - 1)
+    if isinstance(norm_eps, bool) or not isinstance(norm_eps, (int, float)) or not 0 < norm_eps < 1:
+        raise InputError(f"norm_eps must be a small positive number (GroupNorm epsilon); "
+                         f"got {norm_eps!r}")
+    downsample_padding = check_int(downsample_padding, "downsample_padding", 0, 1)
     return dict(image_size=image_size, in_channels=in_channels, out_channels=out_channels,
                 base_channels=base_channels, channel_mults=channel_mults,
                 num_res_blocks=num_res_blocks, attention_resolutions=attention_resolutions,
                 num_heads=num_heads, dropout=float(dropout), num_groups=num_groups,
                 num_classes=num_classes, dtype=_check_dtype("dtype", dtype),
-                param_dtype=_check_dtype("param_dtype", param_dtype), remat=bool(remat))
+                param_dtype=_check_dtype("param_dtype", param_dtype), remat=bool(remat),
+                flip_sin_to_cos=bool(flip_sin_to_cos), freq_shift=freq_shift,
+                norm_eps=float(norm_eps), downsample_padding=downsample_padding)
 
 
 def initialise_kernels(model: nnx.Module, key: jax.Array) -> None:
@@ -171,6 +181,11 @@ class UNet(nnx.Module):
       dtype: compute dtype name ("float32", "bfloat16", "float16"); the output is float32.
       param_dtype: parameter dtype name.
       remat: recompute each ResBlock / attention block in the backward pass (jax.checkpoint).
+      flip_sin_to_cos, freq_shift: the timestep embedding's layout, as diffusers' `Timesteps`
+        (the original DDPM checkpoints use False and 1).
+      norm_eps: every GroupNorm's epsilon (diffusers' `norm_eps`; 1e-6 in the DDPM checkpoints).
+      downsample_padding: 1 pads the stride-2 convolutions by one on every side; 0 pads only
+        right and bottom (diffusers' `downsample_padding`, 0 in the DDPM checkpoints).
       rngs: `nnx.Rngs` for initialisation (only the "params" stream is used; none is stored).
     """
 
@@ -178,13 +193,16 @@ class UNet(nnx.Module):
                  base_channels: int = 16, channel_mults=(1, 2, 4), num_res_blocks: int = 2,
                  attention_resolutions=(4,), num_heads: int = 4, dropout: float = 0.0,
                  num_groups: int = 8, num_classes: int = 0, dtype: str = "float32",
-                 param_dtype: str = "float32", remat: bool = False, rngs: nnx.Rngs):
+                 param_dtype: str = "float32", remat: bool = False,
+                 flip_sin_to_cos: bool = True, freq_shift: int = 0, norm_eps: float = 1e-5,
+                 downsample_padding: int = 1, rngs: nnx.Rngs):
         cfg = check_model_kwargs(
             image_size=image_size, in_channels=in_channels, out_channels=out_channels,
             base_channels=base_channels, channel_mults=channel_mults,
             num_res_blocks=num_res_blocks, attention_resolutions=attention_resolutions,
             num_heads=num_heads, dropout=dropout, num_groups=num_groups, num_classes=num_classes,
-            dtype=dtype, param_dtype=param_dtype, remat=remat)
+            dtype=dtype, param_dtype=param_dtype, remat=remat, flip_sin_to_cos=flip_sin_to_cos,
+            freq_shift=freq_shift, norm_eps=norm_eps, downsample_padding=downsample_padding)
         for name, value in cfg.items():
             setattr(self, name, value)
         channels = [cfg["base_channels"] * m for m in cfg["channel_mults"]]
@@ -194,8 +212,12 @@ class UNet(nnx.Module):
         # Layers are built with zero kernels; `initialise_kernels` then draws them all at once
         # (one random op instead of one per parameter: fast both eagerly and under jit).
         kw = dict(dtype=cfg["dtype"], param_dtype=cfg["param_dtype"], rngs=None)
-        res_kw = dict(num_groups=cfg["num_groups"], dropout=cfg["dropout"], **kw)
-        attn_kw = dict(num_groups=cfg["num_groups"], **kw)
+        eps = cfg["norm_eps"]
+        res_kw = dict(num_groups=cfg["num_groups"], dropout=cfg["dropout"], eps=eps, **kw)
+        attn_kw = dict(num_groups=cfg["num_groups"], eps=eps, **kw)
+        # diffusers' Downsample2D: padding=1 pads every side; padding=0 pads right and bottom only
+        # (the original DDPM checkpoints use it).
+        down_pad = None if cfg["downsample_padding"] else ((0, 1), (0, 1))
         heads = cfg["num_heads"]
 
         self.time_mlp1 = Dense(c0, temb_dim, **kw)
@@ -217,7 +239,7 @@ class UNet(nnx.Module):
                     attn.append(AttentionBlock(c, heads, **attn_kw))
                 skip_channels.append(c)
             last = i == len(channels) - 1
-            resample = None if last else Conv(c, c, 3, stride=2, **kw)
+            resample = None if last else Conv(c, c, 3, stride=2, padding=down_pad, **kw)
             if not last:
                 skip_channels.append(c)
             down.append(_Level(res, attn, resample))
@@ -241,7 +263,7 @@ class UNet(nnx.Module):
         self.up = nnx.List(up)
         assert not skip_channels
 
-        self.norm_out = GroupNorm(c0, cfg["num_groups"], **kw)
+        self.norm_out = GroupNorm(c0, cfg["num_groups"], eps=eps, **kw)
         self.conv_out = Conv(c0, cfg["out_channels"], 3, **kw)
         initialise_kernels(self, rngs.params())
 
@@ -325,7 +347,8 @@ class UNet(nnx.Module):
         b = x.shape[0]
         dt = DTYPES[self.dtype]
         t = jnp.broadcast_to(jnp.asarray(t), (b,))
-        emb = timestep_embedding(t, self.base_channels * self.channel_mults[0])
+        emb = timestep_embedding(t, self.base_channels * self.channel_mults[0],
+                                 flip_sin_to_cos=self.flip_sin_to_cos, freq_shift=self.freq_shift)
         emb = self.time_mlp2(jax.nn.silu(self.time_mlp1(emb)))
         if self.class_embedding is not None:
             if labels is None:
