@@ -79,7 +79,7 @@ def read_prompts(args) -> list[str]:
     return [args.prompt] * num
 
 
-def _load_latents(path) -> "np.ndarray":  # noqa: F821
+def _load_latents(path) -> np.ndarray:  # noqa: F821
     import numpy as np
 
     if not str(path).endswith(".npy") or not Path(path).is_file():

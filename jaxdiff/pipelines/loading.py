@@ -81,12 +81,20 @@ def check_pipeline_folder(folder) -> dict:
     return index
 
 
+PART_CLASSES = {"text_encoder": "CLIPTextModel", "unet": "UNet2DConditionModel",
+                "vae": "AutoencoderKL"}
+
+
 def _part(folder: Path, name: str, dtype: str):
-    """(graphdef, params, kwargs) of one network component, through jaxdiff.pretrained."""
+    """(graphdef, params on the devices, kwargs) of one network, through jaxdiff.pretrained."""
+    import jax
+
+    from jaxdiff.pipelines.text_to_image import device_shardings
     from jaxdiff.pretrained import load_component
 
-    loaded = load_component(folder / name, dtype=dtype)
-    return loaded.graphdef, loaded.params, loaded.kwargs
+    loaded = load_component(folder / name, dtype=dtype, kind=PART_CLASSES[name])
+    params = jax.device_put(loaded.params, device_shardings()[1])  # once, replicated
+    return loaded.graphdef, params, loaded.kwargs
 
 
 def load_text_to_image(folder, *, dtype: str = "float32") -> TextToImage:

@@ -34,13 +34,13 @@ METHOD_CLASSES = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler",
 CLASS_METHODS = {cls: method for method, cls in METHOD_CLASSES.items()}
 FALLBACK_METHOD = "dpmpp_2m"
 
-_SCHEDULE_KEYS = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02,
-                      beta_schedule="linear", trained_betas=None, prediction_type="epsilon",
-                      steps_offset=0)
-_CLIPPING = dict(clip_sample=True, clip_sample_range=1.0, thresholding=False,
-                 dynamic_thresholding_ratio=0.995, sample_max_value=1.0)
-_SIGMA_VARIANTS = dict(use_karras_sigmas=False, use_exponential_sigmas=False,
-                       use_beta_sigmas=False)
+_SCHEDULE_KEYS = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
+                      "beta_schedule": "linear", "trained_betas": None, "prediction_type": "epsilon",
+                      "steps_offset": 0}
+_CLIPPING = {"clip_sample": True, "clip_sample_range": 1.0, "thresholding": False,
+                 "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0}
+_SIGMA_VARIANTS = {"use_karras_sigmas": False, "use_exponential_sigmas": False,
+                       "use_beta_sigmas": False}
 
 # Each class's constructor keys and defaults (diffusers 0.42): what a file that omits a key gets.
 CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -149,8 +149,8 @@ def _schedule(config: Mapping, cls: str) -> NoiseSchedule:
         raise _refuse(cls, "beta_schedule", name, allowed)
     options = {}
     if name in ("linear", "scaled_linear", "sigmoid"):
-        options = dict(beta_start=float(config["beta_start"]),
-                       beta_end=float(config["beta_end"]))
+        options = {"beta_start": float(config["beta_start"]),
+                       "beta_end": float(config["beta_end"])}
     return make_schedule(_BETA_SCHEDULES[name], num_train,
                          rescale_to_zero_terminal_snr=bool(
                              config.get("rescale_betas_zero_snr", False)),
@@ -211,15 +211,15 @@ def sampler_settings(config: Mapping, method: str | None = None) -> SamplerSetti
         raise InputError(f"scheduler config steps_offset must be an integer >= 0; got "
                          f"{full['steps_offset']!r}")
     thresholding = bool(full.get("thresholding", False))
-    options = dict(
-        prediction_type=full["prediction_type"], spacing=full["timestep_spacing"],
-        steps_offset=int(full["steps_offset"]),
-        clip_sample=bool(full.get("clip_sample", False)),
-        clip_sample_range=float(full["sample_max_value"] if thresholding
+    options = {
+        "prediction_type": full["prediction_type"], "spacing": full["timestep_spacing"],
+        "steps_offset": int(full["steps_offset"]),
+        "clip_sample": bool(full.get("clip_sample", False)),
+        "clip_sample_range": float(full["sample_max_value"] if thresholding
                                 else full.get("clip_sample_range", 1.0)),
-        thresholding=thresholding,
-        dynamic_thresholding_ratio=float(full.get("dynamic_thresholding_ratio", 0.995)),
-        set_alpha_to_one=bool(full.get("set_alpha_to_one", True)),
-        variance_type=full.get("variance_type") or "fixed_small")
+        "thresholding": thresholding,
+        "dynamic_thresholding_ratio": float(full.get("dynamic_thresholding_ratio", 0.995)),
+        "set_alpha_to_one": bool(full.get("set_alpha_to_one", True)),
+        "variance_type": full.get("variance_type") or "fixed_small"}
     return SamplerSettings(method=method, scheduler_class=cls, folder_class=folder_class,
                            schedule=_schedule(full, cls), options=options, note=note)

@@ -168,8 +168,8 @@ def _as_key(key):
     return key
 
 
-def _data_sharding(batch: int):
-    """Splits the batch axis over all local devices (replicated params)."""
+def device_shardings():
+    """(batch split over all local devices, replicated, number of devices)."""
     devices = jax.local_devices()
     mesh = jax.sharding.Mesh(np.array(devices), ("data",))
     P = jax.sharding.PartitionSpec
@@ -237,7 +237,7 @@ def generate(model: TextToImage, prompts, negative_prompts=None, *, num_steps: i
         raise InputError(f"guidance_scale must be finite; got {guidance_scale!r}")
     batch_size = min(num, 8) if batch_size is None else check_int(batch_size, "batch_size")
     batch_size = min(batch_size, num)
-    data, replicated, num_devices = _data_sharding(batch_size)
+    data, replicated, num_devices = device_shardings()
     batch = -(-batch_size // num_devices) * num_devices  # every device gets the same share
     params = jax.device_put(model.params, replicated)
     ids = model.tokenize(prompts)
@@ -246,11 +246,11 @@ def generate(model: TextToImage, prompts, negative_prompts=None, *, num_steps: i
     use_latents = np.bool_(latents is not None)
     if latents is None:
         latents = np.zeros((num, *latent_shape), np.float32)
-    static = dict(fns=(model.encode_text, model.predict, model.decode), method=settings.method,
-                  num_steps=int(num_steps),
-                  options=tuple(sorted(settings.options.items())), latent_shape=latent_shape,
-                  stochastic=stochastic, scaling_factor=float(model.scaling_factor),
-                  shift_factor=float(model.shift_factor))
+    static = {"fns": (model.encode_text, model.predict, model.decode), "method": settings.method,
+                  "num_steps": int(num_steps),
+                  "options": tuple(sorted(settings.options.items())), "latent_shape": latent_shape,
+                  "stochastic": stochastic, "scaling_factor": float(model.scaling_factor),
+                  "shift_factor": float(model.shift_factor)}
     out = []
     for start in range(0, num, batch):
         rows = np.resize(np.arange(start, min(start + batch, num)), batch)  # pad: repeat rows
