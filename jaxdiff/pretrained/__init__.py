@@ -41,11 +41,13 @@ class Component:
     kwargs_from_config: config.json dict -> constructor kwargs (refuses what is not supported).
     abstract: kwargs -> (graphdef, params as ShapeDtypeStructs).
     make_key_map: kwargs -> key_map(torch name) -> (path, kind) | None.
+    prepare: optional tensors -> tensors applied before conversion (e.g. fusing q, k, v).
     """
 
     kwargs_from_config: str
     abstract: str
     make_key_map: str
+    prepare: str | None = None
 
     def resolve(self, name: str):
         module, _, attr = getattr(self, name).rpartition(".")
@@ -55,7 +57,8 @@ class Component:
 COMPONENTS: dict[str, Component] = {
     "UNet2DModel": Component("jaxdiff.pretrained.pixel_unet.unet_kwargs_from_config",
                              "jaxdiff.pretrained.pixel_unet.abstract_unet",
-                             "jaxdiff.pretrained.pixel_unet_keys.make_key_map"),
+                             "jaxdiff.pretrained.pixel_unet_keys.make_key_map",
+                             prepare="jaxdiff.pretrained.pixel_unet_keys.fuse_qkv"),
     "UNet2DConditionModel": Component(
         "jaxdiff.models.diffusers_config.unet_condition_kwargs_from_config",
         "jaxdiff.models.unet_condition.abstract_unet_condition",
@@ -124,6 +127,8 @@ def load_component(folder, *, variant: str | None = None, dtype: str = "float32"
         kwargs = {**kwargs, "dtype": dtype}
     graphdef, target = component.resolve("abstract")(kwargs)
     tensors = read_weights(folder, variant)
+    if component.prepare is not None:
+        tensors = component.resolve("prepare")(tensors)
     params = convert_tensors(tensors, component.resolve("make_key_map")(kwargs), target,
                              what=repr(str(folder)), dtype=dtype)
     return LoadedComponent(graphdef=graphdef, params=params, kwargs=kwargs, config=config,
