@@ -19,6 +19,7 @@ import sd_parity_helpers as H
 
 from jaxdiff.models.autoencoder import abstract_autoencoder, decode, encode
 from jaxdiff.models.diffusers_config import autoencoder_kwargs_from_config
+from jaxdiff.pretrained import load_component
 from jaxdiff.pretrained.autoencoder_keys import key_map
 from jaxdiff.validation import InputError
 
@@ -44,13 +45,18 @@ def _build(style):
 
 
 def _load(model, folder, rename=None):
+    """(graphdef, params) read by `jaxdiff.pretrained.load_component` from the folder that
+    `save_pretrained` wrote (with the tensors renamed by `rename` first, when given)."""
     H.save_folder(model, folder)
-    config, tensors = H.read_folder(folder)
     if rename:
-        tensors = {rename(k): v for k, v in tensors.items()}
-    kwargs = autoencoder_kwargs_from_config(config)
-    graphdef, target = abstract_autoencoder(kwargs)
-    return graphdef, H.convert(tensors, key_map, target, "AutoencoderKL")
+        from safetensors.numpy import save_file
+
+        _, tensors = H.read_folder(folder)
+        save_file({rename(k): v for k, v in tensors.items()},
+                  str(folder / "diffusion_pytorch_model.safetensors"))
+    loaded = load_component(folder)
+    assert loaded.kind == "AutoencoderKL"
+    return loaded.graphdef, loaded.params
 
 
 def _nchw(x):
