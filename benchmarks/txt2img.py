@@ -32,6 +32,7 @@ from benchmarks.common import (
     machine_markdown,
     markdown_table,
     median,
+    timed,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
@@ -53,9 +54,7 @@ def write_sd15_pipeline(out: Path) -> Path:
     torch.manual_seed(0)
     unet = diffusers.UNet2DConditionModel.from_config(config("unet"))
     vae = diffusers.AutoencoderKL.from_config(config("vae"))
-    text_cfg = {k: v for k, v in config("text_encoder").items()
-                if k not in ("architectures", "torch_dtype", "dtype", "transformers_version")}
-    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+    text_encoder = CLIPTextModel(CLIPTextConfig.from_dict(config("text_encoder")))
     write_tokenizer(out)
     tokenizer = __import__("transformers").CLIPTokenizer.from_pretrained(out / "tokenizer")
     scheduler = diffusers.PNDMScheduler.from_config(LEGACY_SCHEDULER_FILE)
@@ -117,9 +116,16 @@ def bench_size(name: str, folder: Path, size: int, steps: int, batches: list[int
                                 latents=torch.from_numpy(latents.transpose(0, 3, 1, 2).copy())
                                 ).images
 
+            t0 = time.perf_counter()
             theirs = run_diffusers() * 2.0 - 1.0
+            first_theirs_s = time.perf_counter() - t0
             runners["diffusers"] = run_diffusers
-        times = interleaved_times(runners, repeats=repeats, warmup=0)
+        if repeats > 0:
+            times = interleaved_times(runners, repeats=repeats, warmup=0)
+        else:  # one steady jaxdiff call; diffusers' first call (no compilation) as its time
+            times = {"jaxdiff": [timed(run_jaxdiff)[0]]}
+            if theirs is not None:
+                times["diffusers"] = [first_theirs_s]
         ours_s = median(times["jaxdiff"])
         row = [name, f"{size}x{size}", batch, steps, batch / ours_s,
                first_s - ours_s]
@@ -138,7 +144,8 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="tiny,sd15", help="comma-separated: tiny, sd15")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--batches", default="1,2")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2,
+                   help="alternating timed calls; 0: one steady call each (diffusers' first)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--keep", default=None, help="folder to keep the written pipelines in")
     p.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
@@ -168,7 +175,7 @@ def main(argv=None) -> int:
             f"{(time.perf_counter() - start) / 60:.1f} min)\n\n"
             f"{machine_markdown(machine_info())}\n"
             f"DPM-Solver++(2M), guidance 7.5, float32, random weights, same initial latents; "
-            f"medians of {args.repeats} alternating calls; compile = first call minus a steady "
+            f"medians of {args.repeats} alternating calls (0: one call each); compile = first call minus a steady "
             f"call.\n\n{table}\n")
     print(text)
     from benchmarks.run import write_results
