@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff.pipelines.scheduler_config import SamplerSettings, sampler_settings
-from jaxdiff.validation import InputError, InputTypeError, check_int
+from jaxdiff.pipelines.scheduler_config import METHOD_CLASSES, SamplerSettings, sampler_settings
+from jaxdiff.validation import InputError, InputTypeError, check_choice, check_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,9 @@ class TextToImage:
         (B, H, W, 3), about [-1, 1].
       params: {"text_encoder": ..., "unet": ..., "vae": ...} pytrees for the three functions.
       sampler: the settings of the scheduler the model comes with (`sampler_settings`).
-      scheduler_config: the scheduler config dict, so other methods can be configured from it.
+      scheduler_config: the diffusers scheduler config dict, so that another method is
+        configured from it as diffusers would; None (a jaxdiff-trained model) keeps the
+        schedule and options of `sampler` for every method.
       scaling_factor, shift_factor: latents for the UNet are (z - shift) * scale.
       latent_channels: c.
       vae_factor: pixels per latent along each side (8 for Stable Diffusion).
@@ -61,7 +63,7 @@ class TextToImage:
     decode: Callable
     params: dict
     sampler: SamplerSettings
-    scheduler_config: dict
+    scheduler_config: dict | None
     scaling_factor: float
     shift_factor: float
     latent_channels: int
@@ -75,6 +77,10 @@ class TextToImage:
         that method's scheduler from the same config."""
         if method is None or method == self.sampler.method:
             return self.sampler
+        if self.scheduler_config is None:
+            check_choice("sampler", method, METHOD_CLASSES)
+            return dataclasses.replace(self.sampler, method=method,
+                                       scheduler_class=METHOD_CLASSES[method], note=None)
         return sampler_settings(self.scheduler_config, method)
 
 
