@@ -19,6 +19,7 @@ import sd_parity_helpers as H
 
 from jaxdiff.models.diffusers_config import unet_condition_kwargs_from_config
 from jaxdiff.models.unet_condition import abstract_unet_condition, apply_unet_condition
+from jaxdiff.pretrained import load_component
 from jaxdiff.pretrained.unet_condition_keys import make_key_map
 from jaxdiff.validation import InputError
 
@@ -61,8 +62,9 @@ def _torch_output(model, x, t, context):
 
 @pytest.fixture(scope="module")
 def load(tmp_path_factory):
-    """load(style) -> (torch model, jaxdiff kwargs, graphdef, params), read through the folder
-    that `save_pretrained` wrote; each style is built once per module."""
+    """load(style) -> (torch model, jaxdiff kwargs, graphdef, params), read by
+    `jaxdiff.pretrained.load_component` from the folder that `save_pretrained` wrote; each style
+    is built once per module."""
     cache = {}
 
     def _load(style):
@@ -71,11 +73,9 @@ def load(tmp_path_factory):
             model = diffusers.UNet2DConditionModel(**STYLES[style]).eval()
             H.perturb_(model, seed=1)
             folder = H.save_folder(model, tmp_path_factory.mktemp(style))
-            config, tensors = H.read_folder(folder)
-            kwargs = unet_condition_kwargs_from_config(config)
-            graphdef, target = abstract_unet_condition(kwargs)
-            params = H.convert(tensors, make_key_map(kwargs), target, "UNet2DConditionModel")
-            cache[style] = model, kwargs, graphdef, params
+            loaded = load_component(folder)
+            assert loaded.kind == "UNet2DConditionModel"
+            cache[style] = model, loaded.kwargs, loaded.graphdef, loaded.params
         return cache[style]
 
     return _load
