@@ -10,6 +10,7 @@ parameter from the weights, checked name by name and shape by shape:
 | UNet2DConditionModel | `jaxdiff.models.unet_condition.UNet2DCondition` |
 | AutoencoderKL | `jaxdiff.models.autoencoder.AutoencoderKL` |
 | CLIPTextModel | `jaxdiff.models.clip_text.CLIPTextModel` |
+| CLIPTextModelWithProjection | `jaxdiff.models.clip_text.CLIPTextModel` (with its projection) |
 
 Example:
   >>> from jaxdiff.pretrained import load_component            # doctest: +SKIP
@@ -70,6 +71,9 @@ COMPONENTS: dict[str, Component] = {
                                "jaxdiff.models.clip_text.abstract_clip_text",
                                "jaxdiff.pretrained.clip_text_keys.make_key_map"),
 }
+# transformers' CLIPTextModelWithProjection (SD 2 / SDXL second encoders): the same module,
+# whose kwargs read `architectures` and add the text projection.
+COMPONENTS["CLIPTextModelWithProjection"] = COMPONENTS["CLIPTextModel"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +109,8 @@ def load_component(folder, *, variant: str | None = None, dtype: str = "float32"
     Args:
       folder: the folder holding config.json and `*.safetensors` (or a shard index).
       variant: pick `<name>.<variant>.safetensors` (e.g. "fp16"); the plain file when None.
-      dtype: "float32" or "bfloat16": the parameters' dtype.
+      dtype: "float32" or "bfloat16": the parameters' dtype and the network's compute dtype
+        (outputs stay float32).
       kind: the class name to expect (checked against the config) or None to take the config's.
 
     Returns:
@@ -123,8 +128,8 @@ def load_component(folder, *, variant: str | None = None, dtype: str = "float32"
         raise InputError(f"{str(folder)!r} holds a {name}, not the {kind} expected there")
     component = COMPONENTS[name]
     kwargs = component.resolve("kwargs_from_config")(config)
-    if dtype != "float32" and "dtype" in kwargs:
-        kwargs = {**kwargs, "dtype": dtype}
+    if dtype != "float32":  # every registered model takes both: compute in `dtype` too
+        kwargs = {**kwargs, "dtype": dtype, "param_dtype": dtype}
     graphdef, target = component.resolve("abstract")(kwargs)
     tensors = read_weights(folder, variant)
     if component.prepare is not None:
