@@ -30,8 +30,17 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--restore_step", type=int, default=None,
                        help="continue from this checkpoint step instead of the latest")
 
-    sample = sub.add_parser("sample", help="generate images from a trained workdir")
-    sample.add_argument("--workdir", required=True)
+    sample = sub.add_parser("sample", help="generate images from a trained workdir or a "
+                                           "diffusers UNet2DModel folder")
+    sample.add_argument("--workdir", default=None, help="a jaxdiff run (or use --pretrained)")
+    sample.add_argument("--pretrained", default=None, metavar="DIR",
+                        help="a diffusers pixel pipeline folder (model_index.json, unet/ a "
+                             "UNet2DModel, scheduler/; safetensors), e.g. a DDPM checkpoint")
+    sample.add_argument("--variant", default=None,
+                        help="--pretrained weights variant, e.g. fp16 (<name>.fp16.safetensors)")
+    sample.add_argument("--latents", default=None, metavar="FILE.npy",
+                        help="initial noise x_T, float32 NHWC (num, H, W, C), instead of "
+                             "drawing it from --seed (diffusers' NCHW arrays: transpose)")
     sample.add_argument("--num", type=int, default=64, help="number of images")
     sample.add_argument("--method", default=None, help="ddpm, ddim, dpmpp_2m, euler, heun")
     sample.add_argument("--steps", type=int, default=None, help="number of sampling steps")
@@ -92,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="side the image is cropped and resized to")
     noise.add_argument("--seed", type=int, default=0)
 
+    from jaxdiff.commands.pretrained import add_export_arguments
+
+    add_export_arguments(sub.add_parser(
+        "export", help="write a trained pixel run as a diffusers DDPMPipeline folder"))
+
     from jaxdiff.commands.txt2img import add_arguments as add_txt2img_arguments
 
     add_txt2img_arguments(sub.add_parser(
@@ -146,22 +160,37 @@ def _sample(args, overrides) -> int:
 
     from jaxdiff.generate import generate_images, load_run, save_grid
 
+    if (args.workdir is None) == (args.pretrained is None):
+        raise InputError("give exactly one of --workdir RUN (a jaxdiff run) and --pretrained DIR "
+                         "(a diffusers UNet2DModel pipeline folder)")
+    if args.pretrained is not None:
+        from jaxdiff.commands.pretrained import sample_pretrained
+
+        _no_overrides("sample --pretrained", overrides)
+        return sample_pretrained(args, _check_output_path, _save_npz)
     _join_processes()
     if overrides:
         raise InputError(f"sample takes no --config overrides (got {sorted(overrides)}); it uses "
                          f"the config saved in the workdir")
+    if args.variant is not None:
+        raise InputError("--variant applies to --pretrained folders, not to jaxdiff runs")
     labels = _parse_label_list(args.labels)
     if args.num < 1:
         raise InputError(f"--num must be >= 1; got {args.num}")
     _check_output_path(args.out, ".png")
     _check_output_path(args.npz, ".npz")
+    latents = None
+    if args.latents is not None:
+        from jaxdiff.commands.pretrained import load_latents
+
+        latents = load_latents(args.latents)
     config, graphdef, params, step = load_run(args.workdir, args.restore_step)
     if args.every is not None and args.every < 1:
         raise InputError(f"--every must be >= 1; got {args.every}")
     images = generate_images(config, graphdef, params, num=args.num, seed=args.seed,
                              method=args.method, num_steps=args.steps, labels=labels,
                              guidance_scale=args.guidance, batch_size=args.batch, eta=args.eta,
-                             spacing=args.spacing, progress=True,
+                             spacing=args.spacing, progress=True, latents=latents,
                              return_trajectory=args.trajectory)
     if args.trajectory:
         images, trajectory = images
@@ -278,6 +307,13 @@ def _quiet_library_logs() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+def _export(args, overrides) -> int:
+    from jaxdiff.commands.pretrained import export
+
+    _no_overrides("export", overrides)
+    return export(args)
+
+
 def _txt2img(args, overrides) -> int:
     from jaxdiff.commands.txt2img import run
 
@@ -286,7 +322,7 @@ def _txt2img(args, overrides) -> int:
 
 
 COMMANDS = {"train": _train, "sample": _sample, "eval": _eval, "noise": _noise, "plot": _plot,
-            "txt2img": _txt2img}
+            "txt2img": _txt2img, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,11 +49,13 @@ def parse_labels(labels, num: int, num_classes: int):
 
 def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method=None,
                     num_steps=None, labels=None, guidance_scale=None, batch_size=None, eta=None,
-                    spacing=None, return_trajectory: bool = False, progress: bool = False):
+                    spacing=None, return_trajectory: bool = False, progress: bool = False,
+                    latents=None):
     """Samples `num` images (numpy float32 (num, H, W, C) in [-1, 1]) with `params`.
 
     Unset options come from config.sampling. With return_trajectory=True also returns the
-    trajectory of the first batch (see jaxdiff.sampling.sample).
+    trajectory of the first batch (see jaxdiff.sampling.sample). `latents`, float32
+    (num, H, W, C), replaces the x_T drawn from the seed (the ancestral noise still is).
     """
     from jaxdiff.models import make_model_fn
     from jaxdiff.progress import Progress
@@ -97,6 +99,10 @@ def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method
     model_fn = make_model_fn(graphdef, params, labels_enabled=labels is not None)
     schedule = training.schedule_from_config(config)
     size, channels = config.model.image_size, config.model.in_channels
+    if latents is not None:
+        from jaxdiff.pretrained.pixel_sampling import check_latents
+
+        latents = check_latents(latents, num, (size, size, channels), "latents")
     base = jax.random.key(seed)
     images, trajectory = [], None
     num_batches = -(-num // batch_size)
@@ -104,9 +110,12 @@ def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method
     for i in range(num_batches):
         batch_key = jax.random.fold_in(base, i)
         x_key, noise_key = jax.random.split(batch_key)
-        x_T = jax.device_put(
-            jax.random.normal(x_key, (batch_size, size, size, channels), jnp.float32),
-            batch_sharding)
+        if latents is None:
+            x_T = jax.random.normal(x_key, (batch_size, size, size, channels), jnp.float32)
+        else:  # the last batch is padded to full size (one compiled sampler)
+            x_T = np.resize(latents[i * batch_size:(i + 1) * batch_size],
+                            (batch_size, *latents.shape[1:]))
+        x_T = jax.device_put(x_T, batch_sharding)
         extra = {}
         if labels is not None:
             chunk = np.resize(labels[i * batch_size:(i + 1) * batch_size], batch_size)
