@@ -15,21 +15,22 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
-TINY_CLIP = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                 num_attention_heads=4, max_position_embeddings=16, hidden_act="gelu",
-                 eos_token_id=2, bos_token_id=97, pad_token_id=1, projection_dim=24)
-TINY_UNET = dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
-                 attention_head_dim=2, cross_attention_dim=24, norm_num_groups=8)
-TINY_VAE = dict(in_channels=3, out_channels=3, block_out_channels=(16, 32),
-                down_block_types=("DownEncoderBlock2D",) * 2,
-                up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4,
-                norm_num_groups=8, sample_size=16)
-TINY_PIXEL = dict(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16),
-                  layers_per_block=1, norm_num_groups=4, attention_head_dim=None,
-                  down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                  up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+TINY_CLIP = {"vocab_size": 99, "hidden_size": 32, "intermediate_size": 37,
+             "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 16,
+             "hidden_act": "gelu", "eos_token_id": 2, "bos_token_id": 97, "pad_token_id": 1,
+             "projection_dim": 24}
+TINY_UNET = {"sample_size": 8, "in_channels": 4, "out_channels": 4, "block_out_channels": (16, 32),
+             "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+             "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"), "layers_per_block": 1,
+             "attention_head_dim": 2, "cross_attention_dim": 24, "norm_num_groups": 8}
+TINY_VAE = {"in_channels": 3, "out_channels": 3, "block_out_channels": (16, 32),
+            "down_block_types": ("DownEncoderBlock2D",) * 2,
+            "up_block_types": ("UpDecoderBlock2D",) * 2, "layers_per_block": 1,
+            "latent_channels": 4, "norm_num_groups": 8, "sample_size": 16}
+TINY_PIXEL = {"sample_size": 8, "in_channels": 3, "out_channels": 3, "block_out_channels": (8, 16),
+              "layers_per_block": 1, "norm_num_groups": 4, "attention_head_dim": None,
+              "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+              "up_block_types": ("AttnUpBlock2D", "UpBlock2D")}
 
 
 def _saved(model, folder):
