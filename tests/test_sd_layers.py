@@ -45,7 +45,10 @@ def test_layer_norm_matches_float64_reference():
 def _attention_reference(q, k, v, heads, causal):
     b, lq, c = q.shape
     d = c // heads
-    split = lambda a: a.reshape(b, -1, heads, d).transpose(0, 2, 1, 3)
+
+    def split(a):
+        return a.reshape(b, -1, heads, d).transpose(0, 2, 1, 3)
+
     logits = split(q) @ split(k).transpose(0, 1, 3, 2) / np.sqrt(d)
     if causal:
         logits = np.where(np.tril(np.ones((lq, k.shape[1]), bool)), logits, -np.inf)

@@ -308,7 +308,10 @@ def multi_head_attention(q: jax.Array, k: jax.Array, v: jax.Array, num_heads: in
     b, lq, c = q.shape
     lk = k.shape[1]
     d = c // num_heads
-    split = lambda x, length: x.reshape(b, length, num_heads, d).transpose(0, 2, 1, 3)
+
+    def split(x, length):
+        return x.reshape(b, length, num_heads, d).transpose(0, 2, 1, 3)
+
     o = attend_heads_major(split(q, lq), split(k, lk), split(v, lk), causal=causal)
     return o.transpose(0, 2, 1, 3).reshape(b, lq, c)
 

@@ -53,6 +53,25 @@ DOWN_BLOCK_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
 UP_BLOCK_TYPES = ("CrossAttnUpBlock2D", "UpBlock2D")
 
 
+def check_unet_inputs(x, t, context, *, in_channels: int, factor: int,
+                      cross_attention_dim: int) -> None:
+    """Raises InputError unless x is (B, H, W, in_channels) float with H, W positive multiples of
+    `factor`, t is a scalar or (B,), and context is (B, tokens, cross_attention_dim)."""
+    check_images(x, "x")
+    b, h, w, c = x.shape
+    if c != in_channels or h % factor or w % factor or not h or not w:
+        raise InputError(f"x must be NHWC latents with {in_channels} channels and height and "
+                         f"width positive multiples of {factor}; got shape {tuple(x.shape)}")
+    t_shape = getattr(t, "shape", ())
+    if tuple(t_shape) not in ((), (b,)):
+        raise InputError(f"t must have shape (batch,) = ({b},) or be a scalar; got shape "
+                         f"{tuple(t_shape)}")
+    c_shape = tuple(getattr(context, "shape", ()))
+    if len(c_shape) != 3 or c_shape[0] != b or c_shape[2] != cross_attention_dim:
+        raise InputError(f"context must have shape (batch, tokens, cross_attention_dim) = "
+                         f"({b}, tokens, {cross_attention_dim}); got {c_shape}")
+
+
 class TimestepEmbedding(nnx.Module):
     """linear_1 -> SiLU -> linear_2 (diffusers' `TimestepEmbedding`)."""
 
@@ -112,7 +131,10 @@ class UNet2DCondition(nnx.Module):
                  time_embedding_dim: int | None = None, dtype: str = "float32",
                  param_dtype: str = "float32", rngs: nnx.Rngs | None = None):
         levels = len(block_out_channels)
-        per_level = lambda v: tuple(v) if isinstance(v, (list, tuple)) else (v,) * levels
+
+        def per_level(v):
+            return tuple(v) if isinstance(v, (list, tuple)) else (v,) * levels
+
         channels = tuple(block_out_channels)
         layers = per_level(layers_per_block)
         heads = per_level(heads)
@@ -134,7 +156,8 @@ class UNet2DCondition(nnx.Module):
         def transformer(c, i, mid=False):
             # diffusers' UNetMidBlock2DCrossAttn never makes its attention cross-only
             return Transformer2D(c, heads[i], cross_attention_dim, num_groups=norm_num_groups,
-                                 num_layers=t_layers[i], use_linear_projection=use_linear_projection,
+                                 num_layers=t_layers[i],
+                                 use_linear_projection=use_linear_projection,
                                  only_cross_attention=only_cross[i] and not mid, **kw)
 
         self.conv_in = Conv(in_channels, c0, conv_in_kernel, **kw)
@@ -186,20 +209,9 @@ class UNet2DCondition(nnx.Module):
 
     def check_inputs(self, x, t, context) -> None:
         """Raises InputError for inputs of the wrong shape or dtype (runs on tracers too)."""
-        check_images(x, "x")
-        b, h, w, c = x.shape
-        f = self.downsampling_factor
-        if c != self.in_channels or h % f or w % f or not h or not w:
-            raise InputError(f"x must be NHWC latents with {self.in_channels} channels and height "
-                             f"and width positive multiples of {f}; got shape {tuple(x.shape)}")
-        t_shape = getattr(t, "shape", ())
-        if tuple(t_shape) not in ((), (b,)):
-            raise InputError(f"t must have shape (batch,) = ({b},) or be a scalar; got shape "
-                             f"{tuple(t_shape)}")
-        c_shape = tuple(getattr(context, "shape", ()))
-        if len(c_shape) != 3 or c_shape[0] != b or c_shape[2] != self.cross_attention_dim:
-            raise InputError(f"context must have shape (batch, tokens, cross_attention_dim) = "
-                             f"({b}, tokens, {self.cross_attention_dim}); got {c_shape}")
+        check_unet_inputs(x, t, context, in_channels=self.in_channels,
+                          factor=self.downsampling_factor,
+                          cross_attention_dim=self.cross_attention_dim)
 
     def __call__(self, x: jax.Array, t, context: jax.Array) -> jax.Array:
         """Predicts the model output for noisy latents.
@@ -278,9 +290,19 @@ def apply_unet_condition(graphdef: nnx.GraphDef, params: dict[str, Any], x: jax.
     t (B,) or scalar timesteps; context (B, tokens, cross_attention_dim).
     Returns: (B, H, W, out_channels) float32.
     """
-    merge_unet_condition(graphdef, params).check_inputs(x, t, context)
+    # the sizes to check, read from the parameter shapes (merging a full-size module per call
+    # would cost ~0.1 s)
+    block = _item(_item(_item(params["mid_block"], "attentions"), 0), "transformer_blocks")
+    check_unet_inputs(x, t, context, in_channels=params["conv_in"]["kernel"].shape[2],
+                      factor=2 ** (len(params["down_blocks"]) - 1),
+                      cross_attention_dim=_item(block, 0)["attn2"]["to_k"]["kernel"].shape[0])
     t = jnp.broadcast_to(jnp.asarray(t), x.shape[:1])
     return _apply_jit(graphdef, params, x, t, context)
+
+
+def _item(tree, key):
+    # params restored from a checkpoint have string list indices, nnx.State integer ones
+    return tree[str(key)] if str(key) in tree else tree[key]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
