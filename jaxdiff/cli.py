@@ -187,6 +187,10 @@ def _sample(args, overrides) -> int:
     config, graphdef, params, step = load_run(args.workdir, args.restore_step)
     if args.every is not None and args.every < 1:
         raise InputError(f"--every must be >= 1; got {args.every}")
+    import jax
+
+    if jax.process_index() != 0:  # multi-process: process 0 samples and writes the files
+        return 0
     images = generate_images(config, graphdef, params, num=args.num, seed=args.seed,
                              method=args.method, num_steps=args.steps, labels=labels,
                              guidance_scale=args.guidance, batch_size=args.batch, eta=args.eta,

@@ -97,11 +97,9 @@ def global_batch(local_batch: dict, sharding: NamedSharding) -> dict:
             for k, v in local_batch.items()}
 
 
-# Seconds without a heartbeat after which the coordination service declares a process lost
-# (JAX's default is 100); JAXDIFF_HEARTBEAT_TIMEOUT overrides it.
-HEARTBEAT_TIMEOUT = 30
-# How often each process asks the coordination service which processes are alive.
-WATCH_INTERVAL = 2.0
+# Seconds a process may stay silent before the others call it lost and stop
+# (JAXDIFF_LOST_PROCESS_TIMEOUT overrides it); JAX's own heartbeat timeout is set above it.
+LOST_PROCESS_TIMEOUT = 45
 
 
 def _env_int(name: str) -> int | None:
@@ -123,8 +121,9 @@ def initialize_distributed(coordinator_address: str | None = None,
     JAXDIFF_PROCESS_ID, else JAX's own cluster detection (SLURM, TPU pods, ...) when one of their
     environment variables is present. Returns True when initialised. On CPU, the gloo
     collectives are selected so that cross-process reductions work. Must run before anything
-    touches a device. In a run of several processes, a watcher thread then stops this process
-    with a message naming the lost process when another one dies (`watch_processes`).
+    touches a device. When another process dies (silent for LOST_PROCESS_TIMEOUT seconds) or the
+    coordinator cannot be reached, this process prints `lost_process_message` naming it and
+    exits with code 1 (`watch_processes`), instead of waiting in a collective forever.
     """
     if jax.distributed.is_initialized():
         return True
@@ -147,67 +146,82 @@ def initialize_distributed(coordinator_address: str | None = None,
         if not 0 <= process_id < num_processes:
             raise InputError(f"process_id={process_id} must be in [0, num_processes="
                              f"{num_processes})")
-    heartbeat = _env_int("JAXDIFF_HEARTBEAT_TIMEOUT") or HEARTBEAT_TIMEOUT
+    lost_after = _env_int("JAXDIFF_LOST_PROCESS_TIMEOUT") or LOST_PROCESS_TIMEOUT
     if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or not _has_accelerator_plugin():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id,
-                               heartbeat_timeout_seconds=heartbeat)
+                               heartbeat_timeout_seconds=max(100, 2 * lost_after))
     if num_processes is not None and jax.process_count() != num_processes:
         raise InputError(f"asked for {num_processes} processes but the runtime reports "
                          f"{jax.process_count()}")
     if jax.process_count() > 1:
-        watch_processes()
+        watch_processes(lost_after)
     return True
 
 
 def lost_process_message(lost: list[int], this: int, count: int) -> str:
     """What a surviving process prints when `lost` processes of the run are gone."""
-    names = ", ".join(str(p) for p in lost)
+    names = ", ".join(str(p) for p in lost) if lost else "(unknown)"
     return (f"jaxdiff: error: lost process {names} of the {count}-process run (it stopped or "
             f"became unreachable; see its own log for why); process {this} stops too instead "
             f"of waiting for it. Checkpoints already committed are intact: start all "
             f"{count} processes again with the same command to continue from the latest one.")
 
 
-def await_lost_process(error: BaseException) -> None:
-    """Called with the error a command failed with. In a multi-process run, a failed collective
-    (e.g. gloo's "Connection closed by peer") usually means that another process died: wait for
-    the watch of `watch_processes` to name it and end this process (up to the heartbeat timeout
-    and a few polls); return (the caller re-raises `error`) if no process is found lost."""
-    if jax.process_count() < 2 or not isinstance(error, jax.errors.JaxRuntimeError):
-        return
-    heartbeat = _env_int("JAXDIFF_HEARTBEAT_TIMEOUT") or HEARTBEAT_TIMEOUT
-    time.sleep(heartbeat + 5 * WATCH_INTERVAL)
-
-
-def watch_processes(interval: float = WATCH_INTERVAL) -> threading.Thread:
-    """Starts a daemon thread that asks the coordination service every `interval` seconds which
-    processes are alive; when one is missing (its heartbeats stopped for the heartbeat timeout)
-    or the coordinator itself cannot be reached, it prints `lost_process_message` and ends this
-    process with exit code 1. Without it a survivor would wait in its next collective forever.
-    The watch ends when the interpreter starts to exit (normal ends are not losses)."""
+def watch_processes(timeout: float, interval: float = 2.0) -> threading.Thread:
+    """Starts a daemon thread that keeps this process's counter in the coordination service's
+    key-value store going up every `interval` seconds and watches the others' counters. When one
+    has not moved for `timeout` seconds (its process died or hangs), or the coordinator
+    (process 0) cannot be reached, it prints `lost_process_message` and ends this process with
+    exit code 1 (os._exit: the main thread may be blocked in a collective that never completes).
+    Counters, not clocks, so hosts need no synchronised time. `timeout` is kept below JAX's
+    heartbeat timeout, whose own reaction is an abort with a C++ log line."""
     from jax._src import distributed
 
     client = distributed.global_state.client
-    count, this = jax.process_count(), jax.process_index()
+    this, count = jax.process_index(), jax.process_count()
     stopping = threading.Event()
-    atexit.register(stopping.set)  # runs before JAX's own shutdown (atexit is LIFO)
+    atexit.register(stopping.set)  # a normal end is no loss (atexit runs before JAX's shutdown)
 
     def watch():
+        last = {p: (None, time.monotonic()) for p in range(count) if p != this}
+        beat = 0
         while not stopping.wait(interval):
+            beat += 1
+            lost = []
             try:
-                alive = set(client.get_live_nodes(list(range(count))))
-            except Exception:  # noqa: BLE001 - the coordinator (process 0) is unreachable
-                alive = set(range(count)) - {0}
-            lost = sorted(set(range(count)) - alive - {this})
+                client.key_value_set(f"jaxdiff/alive/{this}", str(beat), allow_overwrite=True)
+                for p, (value, since) in last.items():
+                    try:
+                        now = client.key_value_try_get(f"jaxdiff/alive/{p}")
+                    except Exception:  # noqa: BLE001 - not written yet
+                        now = None
+                    if now != value:
+                        last[p] = (now, time.monotonic())
+                    elif time.monotonic() - since > timeout:
+                        lost.append(p)
+            except Exception:  # noqa: BLE001 - the service (in process 0) is unreachable
+                lost = [0] if this != 0 else []
             if lost and not stopping.is_set():
                 print(lost_process_message(lost, this, count), file=sys.stderr, flush=True)
-                os._exit(1)  # the main thread may be blocked inside a collective
+                os._exit(1)
 
     thread = threading.Thread(target=watch, name="jaxdiff-process-watch", daemon=True)
     thread.start()
     return thread
+
+
+def await_lost_process(error: BaseException) -> None:
+    """Called with the error a command failed with. In a multi-process run a failed collective
+    (e.g. gloo's "Connection closed by peer") usually means that another process died: wait
+    until `watch_processes` names it and ends this process; return (the caller re-raises
+    `error`) if no process is found lost by then."""
+    text = str(error).lower()
+    if jax.process_count() < 2 or not (isinstance(error, jax.errors.JaxRuntimeError) or any(
+            word in text for word in ("gloo", "nccl", "connection closed", "unavailable"))):
+        return
+    time.sleep((_env_int("JAXDIFF_LOST_PROCESS_TIMEOUT") or LOST_PROCESS_TIMEOUT) + 15)
 
 
 def _has_accelerator_plugin() -> bool:
