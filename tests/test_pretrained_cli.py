@@ -191,3 +191,27 @@ def test_bad_latents_are_refused_before_sampling(latents, fragment, pipeline_fol
     code, err = run_cli(["sample", "--pretrained", pipeline_folder[0], "--num", 2,
                          "--latents", tmp_path / "x_T.npy", "--out", tmp_path / "x.png"], capsys)
     assert code == 2 and fragment in err and "Traceback" not in err
+
+
+def test_sample_workdir_latents_start_every_image_from_its_row(tmp_path, capsys):
+    """Image i starts from latents[i] whatever the batch size (the last batch is padded), and
+    the latents are what is sampled: a different x_T gives different images."""
+    from untrained_run import make_untrained_run
+
+    run = make_untrained_run(tmp_path / "run", "digits")
+    latents = np.random.default_rng(0).standard_normal((3, 16, 16, 1)).astype(np.float32)
+    np.save(tmp_path / "x_T.npy", latents)
+    results = []
+    for batch, name in ((3, "a"), (2, "b")):
+        code, err = run_cli(["sample", "--workdir", run, "--latents", tmp_path / "x_T.npy",
+                             "--num", 3, "--steps", 2, "--method", "ddim", "--batch", batch,
+                             "--out", tmp_path / f"{name}.png", "--npz", tmp_path / f"{name}.npz"],
+                            capsys)
+        assert code == 0, err
+        results.append(np.load(tmp_path / f"{name}.npz")["images"])
+    # other batch sizes may take other float32 conv algorithms: equal to float32 rounding
+    np.testing.assert_allclose(results[0], results[1], atol=1e-3, rtol=0)
+    code, err = run_cli(["sample", "--workdir", run, "--num", 3, "--steps", 2, "--method", "ddim",
+                         "--out", tmp_path / "c.png", "--npz", tmp_path / "c.npz"], capsys)
+    assert code == 0, err
+    assert np.abs(np.load(tmp_path / "c.npz")["images"] - results[0]).max() > 0.1
