@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
                              "UNet2DModel, scheduler/; safetensors), e.g. a DDPM checkpoint")
     sample.add_argument("--variant", default=None,
                         help="--pretrained weights variant, e.g. fp16 (<name>.fp16.safetensors)")
+    sample.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
+                        help="--pretrained: the UNet's parameter and compute dtype (default "
+                             "float32)")
     sample.add_argument("--latents", default=None, metavar="FILE.npy",
                         help="initial noise x_T, float32 NHWC (num, H, W, C), instead of "
                              "drawing it from --seed (diffusers' NCHW arrays: transpose)")
@@ -172,8 +175,9 @@ def _sample(args, overrides) -> int:
     if overrides:
         raise InputError(f"sample takes no --config overrides (got {sorted(overrides)}); it uses "
                          f"the config saved in the workdir")
-    if args.variant is not None:
-        raise InputError("--variant applies to --pretrained folders, not to jaxdiff runs")
+    if args.variant is not None or args.dtype is not None:
+        raise InputError("--variant and --dtype apply to --pretrained folders, not to jaxdiff "
+                         "runs")
     labels = _parse_label_list(args.labels)
     if args.num < 1:
         raise InputError(f"--num must be >= 1; got {args.num}")

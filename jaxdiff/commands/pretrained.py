@@ -55,7 +55,8 @@ def sample_pretrained(args, check_output_path, save_npz) -> int:
     check_output_path(args.out, ".png")
     check_output_path(args.npz, ".npz")
     latents = load_latents(args.latents) if args.latents else None
-    pipe = load_pixel_pipeline(args.pretrained, variant=args.variant)
+    pipe = load_pixel_pipeline(args.pretrained, variant=args.variant,
+                               dtype=args.dtype or "float32")
     if latents is not None:  # checked before anything is compiled
         latents = check_latents(latents, args.num, pipe.image_shape, "--latents")
     settings = sampler_settings(pipe.scheduler_config, args.method)
