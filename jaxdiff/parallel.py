@@ -182,7 +182,15 @@ def watch_processes(timeout: float, interval: float = 2.0) -> threading.Thread:
     client = distributed.global_state.client
     this, count = jax.process_index(), jax.process_count()
     stopping = threading.Event()
-    atexit.register(stopping.set)  # a normal end is no loss (atexit runs before JAX's shutdown)
+
+    def finish():  # a normal end is no loss: say so (atexit runs before JAX's own shutdown)
+        stopping.set()
+        try:
+            client.key_value_set(f"jaxdiff/alive/{this}", "done", allow_overwrite=True)
+        except Exception:  # noqa: BLE001 - the service is gone already
+            pass
+
+    atexit.register(finish)
 
     def watch():
         last = {p: (None, time.monotonic()) for p in range(count) if p != this}
@@ -197,6 +205,8 @@ def watch_processes(timeout: float, interval: float = 2.0) -> threading.Thread:
                         now = client.key_value_try_get(f"jaxdiff/alive/{p}")
                     except Exception:  # noqa: BLE001 - not written yet
                         now = None
+                    if now == "done":  # ended normally; others may take longer to end
+                        continue
                     if now != value:
                         last[p] = (now, time.monotonic())
                     elif time.monotonic() - since > timeout:
