@@ -229,7 +229,7 @@ class Checkpointer:
         from jaxdiff.checkpoint_integrity import ITEM, ShardChecksumRestore
 
         step = self._check_step(step)
-        items = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+        items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
         if (self.directory / str(step) / ITEM).exists():  # older checkpoints have none
             items[ITEM] = ShardChecksumRestore()
         try:

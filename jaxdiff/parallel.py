@@ -10,6 +10,7 @@ reduce-scatters. No pmap.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import threading
@@ -185,10 +186,8 @@ def watch_processes(timeout: float, interval: float = 2.0) -> threading.Thread:
 
     def finish():  # a normal end is no loss: say so (atexit runs before JAX's own shutdown)
         stopping.set()
-        try:
+        with contextlib.suppress(Exception):  # the service may be gone already
             client.key_value_set(f"jaxdiff/alive/{this}", "done", allow_overwrite=True)
-        except Exception:  # noqa: BLE001 - the service is gone already
-            pass
 
     atexit.register(finish)
 

@@ -170,7 +170,7 @@ def _big_state_script(tmp_path, *args) -> subprocess.CompletedProcess:
     script = tmp_path / "big_state.py"
     script.write_text(_BIG_STATE)
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
-                          text=True, timeout=300, env=env())
+                          text=True, timeout=300, env=env(), check=False)
 
 
 def test_a_failed_restore_leaves_no_reads_behind_that_print_at_exit(tmp_path):
