@@ -117,6 +117,7 @@ class _Run:
     data_sharding: jax.sharding.Sharding
     checkpointer: ckpt_lib.Checkpointer
     metrics_log: MetricsLog
+    task: Any  # what is trained (config.task; see jaxdiff.tasks)
 
 
 def train(config, workdir, *, restore_step: int | None = None, write_samples: bool = True,
@@ -141,7 +142,7 @@ def train(config, workdir, *, restore_step: int | None = None, write_samples: bo
         raise _stopped(stop_reason, signal_name, config, int(state.step), workdir,
                        run.checkpointer.all_steps())
     if write_samples:
-        _write_final_samples(config, run.graphdef, state, workdir, run.metrics_log, verbose)
+        _write_final_samples(run, state, workdir, verbose)
     return state
 
 
@@ -150,9 +151,11 @@ def open_run(config, workdir: Path, *, restore_step: int | None = None,
     """Checks that `config` may train in `workdir`, builds the state, data and jitted step,
     and restores the latest checkpoint (or `restore_step`) if there is one."""
     from jaxdiff.data import dataset_info, input_pipeline
+    from jaxdiff.tasks import make_task
 
     check_int(config.train.max_consecutive_nonfinite, "train.max_consecutive_nonfinite", 1)
-    _check_data_matches_model(dataset_info(config.data), config)
+    task = make_task(config, workdir)
+    task.check_data(dataset_info(config.data))
     existing = saved_steps(workdir)
     if restore_step is not None:
         check_int(restore_step, "restore_step", 0)
@@ -163,7 +166,8 @@ def open_run(config, workdir: Path, *, restore_step: int | None = None,
         check_resume_compatible(workdir, config)
 
     mesh = parallel.make_mesh(config.mesh)
-    graphdef, optimizer, state, state_shardings = training.init_sharded_train_state(config, mesh)
+    graphdef, optimizer, state, state_shardings = training.init_sharded_train_state(
+        config, mesh, init=task.init_train_state)
     data_sharding = parallel.batch_sharding(mesh)
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep)
     iterator = input_pipeline(config.data, split="train",
@@ -194,11 +198,10 @@ def open_run(config, workdir: Path, *, restore_step: int | None = None,
     if jax.process_index() == 0:
         ckpt_lib.save_config(workdir, config)
 
-    step_fn = training.jit_train_step(
-        training.make_train_step(graphdef, training.schedule_from_config(config), optimizer,
-                                 config),
-        state_shardings, data_sharding)
-    return _Run(state, graphdef, step_fn, iterator, data_sharding, checkpointer, metrics_log)
+    step_fn = training.jit_train_step(task.make_train_step(graphdef, optimizer),
+                                      state_shardings, data_sharding)
+    return _Run(state, graphdef, step_fn, iterator, data_sharding, checkpointer, metrics_log,
+                task)
 
 
 def _restore(checkpointer, abstract_source, iterator, step: int):
@@ -234,7 +237,7 @@ def _step_loop(config, run: _Run, verbose: bool):
     with _StopRequest() as stop:
         for step in range(start, num_steps):
             done = step + 1
-            batch = parallel.global_batch(_host_batch(next(iterator)), run.data_sharding)
+            batch = parallel.global_batch(run.task.host_batch(next(iterator)), run.data_sharding)
             state, metrics = run.step_fn(state, batch)
             if step == start:  # one sync so that the rate and ETA exclude compilation
                 jax.block_until_ready(metrics)
@@ -255,9 +258,8 @@ def _step_loop(config, run: _Run, verbose: bool):
                 metrics_log.write(done, {**host, "steps_per_sec": rate})
             if sample_every and done % sample_every == 0 and done != num_steps \
                     and jax.process_count() == 1:
-                metrics_log.write_image(done, "samples", sample_grid(
-                    config, run.graphdef, state.ema_params,
-                    min(16, config.sampling.num_samples)))
+                metrics_log.write_image(done, "samples", run.task.sample_grid(
+                    run.graphdef, state.ema_params, min(16, config.sampling.num_samples)))
             if done % every == 0 or done == num_steps or stop.signal_name:
                 if int(metrics["nonfinite_consecutive"]) >= max_nonfinite:
                     stop_reason = "nonfinite"
@@ -294,22 +296,17 @@ def _stopped(reason: str, signal_name: str | None, config, step: int, workdir: P
         f"optim.learning_rate or check the data.")
 
 
-def _write_final_samples(config, graphdef, state, workdir: Path, metrics_log: MetricsLog,
-                         verbose: bool) -> None:
-    """`<workdir>/samples.png` (and a TensorBoard picture) from the EMA parameters."""
+def _write_final_samples(run: _Run, state, workdir: Path, verbose: bool) -> None:
+    """The task's end-of-run pictures (`<workdir>/samples.png` for pixel diffusion, and a
+    TensorBoard picture) from the EMA parameters."""
     from jax.experimental import multihost_utils
-
-    from jaxdiff.viz import save_png
 
     # Every process takes part in the gather; process 0 samples on its own devices.
     ema_params = multihost_utils.process_allgather(state.ema_params, tiled=True) \
         if jax.process_count() > 1 else state.ema_params
     if jax.process_index() == 0:
-        grid = sample_grid(config, graphdef, ema_params, config.sampling.num_samples)
-        save_png(grid, workdir / "samples.png")
-        metrics_log.write_image(int(state.step), "samples", grid)
-        if verbose:
-            print(f"wrote {workdir / 'samples.png'}", file=sys.stderr)
+        run.task.write_pictures(run.graphdef, ema_params, workdir, run.metrics_log,
+                                int(state.step), verbose)
 
 
 def sample_grid(config, graphdef, params, num: int):

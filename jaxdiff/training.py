@@ -116,9 +116,10 @@ def init_train_state(config, key: jax.Array | None = None):
     return graphdef, optimizer, create_train_state(params, optimizer, run_key)
 
 
-def init_sharded_train_state(config, mesh, key: jax.Array | None = None):
+def init_sharded_train_state(config, mesh, key: jax.Array | None = None, init=None):
     """Like `init_train_state`, but the state is created directly with its shardings on `mesh`
-    (each process computes only its own shards, which multi-process runs require).
+    (each process computes only its own shards, which multi-process runs require). `init`:
+    another `(config, key) -> (graphdef, optimizer, state)` (another task's model).
 
     Returns (graphdef, optimizer, state, state_shardings).
     """
@@ -128,8 +129,10 @@ def init_sharded_train_state(config, mesh, key: jax.Array | None = None):
         key = jax.random.key(config.train.seed)
     built = {}
 
+    init = init_train_state if init is None else init
+
     def make_state(key):
-        graphdef, optimizer, state = init_train_state(config, key)
+        graphdef, optimizer, state = init(config, key)
         built.update(graphdef=graphdef, optimizer=optimizer)  # static, captured while tracing
         return state
 
@@ -158,10 +161,7 @@ def make_train_step(graphdef, schedule: NoiseSchedule, optimizer: optax.Gradient
     losses.loss_weight(schedule, jnp.zeros((1,), jnp.int32), prediction_type, weighting)  # checks
     num_classes = int(config.model.num_classes)
     label_dropout = float(d.label_dropout)
-    ema_decay = float(config.train.ema_decay)
     num_timesteps = schedule.num_timesteps
-    lr_schedule = learning_rate_schedule(config.optim, config.train.num_steps)
-    accumulation = int(config.optim.accumulation_steps)
 
     def loss_fn(params, batch: Batch, key: jax.Array):
         images = batch["image"]
@@ -180,11 +180,24 @@ def make_train_step(graphdef, schedule: NoiseSchedule, optimizer: optax.Gradient
                              dropout_key=dropout_key)
         per_example = losses.diffusion_loss(schedule, output, images, t, noise, prediction_type,
                                             weighting, d.min_snr_gamma)
-        return jnp.mean(per_example)
+        return jnp.mean(per_example), {}
+
+    return make_step_from_loss(loss_fn, optimizer, config)
+
+
+def make_step_from_loss(loss_fn, optimizer: optax.GradientTransformation, config
+                        ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """The pure train step around `loss_fn(params, batch, key) -> (loss, metrics dict)`: the
+    gradient, the optimizer update (skipped when not finite), the EMA and the step's metrics.
+    Every task (pixel diffusion, autoencoder, text to image) trains through this one step."""
+    ema_decay = float(config.train.ema_decay)
+    lr_schedule = learning_rate_schedule(config.optim, config.train.num_steps)
+    accumulation = int(config.optim.accumulation_steps)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         step_key = jax.random.fold_in(state.key, state.step)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, step_key)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch,
+                                                                        step_key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # The EMA averages the parameters once per optimizer update, not per micro-batch (its
@@ -201,6 +214,7 @@ def make_train_step(graphdef, schedule: NoiseSchedule, optimizer: optax.Gradient
             "learning_rate": lr_schedule(state.step // accumulation),
             "nonfinite_consecutive": consecutive,
             "nonfinite_total": total,
+            **aux,
         }
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   ema_params=ema_params)

@@ -11,6 +11,8 @@ PRESETS = {
     "digits_cond": "jaxdiff.configs.digits_cond",
     "cifar10": "jaxdiff.configs.cifar10",
     "celeba64": "jaxdiff.configs.celeba64",
+    "shapes_vae": "jaxdiff.configs.shapes_vae",
+    "shapes_t2i": "jaxdiff.configs.shapes_t2i",
 }
 
 

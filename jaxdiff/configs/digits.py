@@ -11,6 +11,8 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
+    # What is trained (jaxdiff.tasks): "pixel_diffusion", "autoencoder" or "text_to_image".
+    config.task = "pixel_diffusion"
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "digits"
@@ -19,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.channels = 1
     config.data.random_flip = False
     config.data.worker_count = 0
+    # The feature (TFDS) or metadata.jsonl field (folders) holding captions; None: no captions.
+    config.data.caption_key = ml_collections.config_dict.placeholder(str)
     # Damaged or unreadable images/records: False stops the run listing them, True leaves them
     # out with a warning (jaxdiff/data/damaged.py).
     config.data.skip_bad_files = False

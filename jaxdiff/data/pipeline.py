@@ -69,8 +69,10 @@ class _ReadAndTransform:
         images = [preprocess(r["image"], size=self.size, channels=self.channels,
                              flip=self.random_flip and flip_bit(self.seed, int(p)))
                   for r, p in zip(records, positions)]
+        # "index": where each example sits in its split (latent runs look up cached latents)
         return {"image": np.stack(images),
-                "label": np.array([r["label"] for r in records], np.int32)}
+                "label": np.array([r["label"] for r in records], np.int32),
+                "index": np.asarray(indices, np.int64)}
 
 
 def _with_position(position: int, index) -> tuple[int, int]:

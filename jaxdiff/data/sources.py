@@ -28,8 +28,10 @@ from jaxdiff.data.transforms import CHANNELS
 from jaxdiff.validation import InputError, InputFileNotFoundError
 
 DIGITS = "digits"
+SHAPES = "shapes"
 NAME_FORMS = {
     DIGITS: "the embedded 8x8 digits (built on first use, no download)",
+    SHAPES: "the embedded captioned 32x32 shapes (built on first use, no download)",
     folder_lib.PREFIX + "<path>": "a folder of .png/.jpg/.jpeg/.bmp/.webp images",
     "<tfds name>": "a TFDS dataset prepared in data.data_dir, e.g. 'mnist' or 'cifar10'",
 }
@@ -73,6 +75,7 @@ class DataOptions:
     random_flip: bool = False
     image_key: str | None = None
     label_key: str | None = None
+    caption_key: str | None = None
     worker_count: int = 0
     skip_bad_files: bool = False
 
@@ -113,7 +116,7 @@ def options_from_config(config: Any) -> DataOptions:
     if not _is_int(options.worker_count) or options.worker_count < 0:
         raise InputError(f"data.worker_count must be an integer >= 0; got "
                          f"{options.worker_count!r}")
-    for key in ("image_key", "label_key"):
+    for key in ("image_key", "label_key", "caption_key"):
         value = getattr(options, key)
         if value is not None and not isinstance(value, str):
             raise InputError(f"data.{key} must be a feature name (string); got {value!r}")
@@ -129,8 +132,9 @@ class TfdsSource:
     """
 
     def __init__(self, data_source, image_key: str, label_key: str | None, name: str = "",
-                 skip_bad_files: bool = False):
+                 skip_bad_files: bool = False, caption_key: str | None = None):
         self._source = data_source
+        self._caption_key = caption_key
         self._image_key = image_key
         self._label_key = label_key
         self._name = name or repr(data_source)
@@ -145,6 +149,11 @@ class TfdsSource:
         if image.ndim == 2:
             image = image[..., None]
         label = int(example[self._label_key]) if self._label_key else 0
+        if self._caption_key:
+            from jaxdiff.data.captions import as_text
+
+            return {"image": image, "label": label,
+                    "caption": as_text(example[self._caption_key])}
         return {"image": image, "label": label}
 
     def _describe(self, index: int) -> str:
@@ -207,6 +216,10 @@ def _tfds_builder(name: str, data_dir: str | None):
         from jaxdiff.data.digits_builder import prepare_digits
 
         return prepare_digits(data_dir)
+    if name == SHAPES:
+        from jaxdiff.data.shapes_builder import prepare_shapes
+
+        return prepare_shapes(data_dir)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -249,13 +262,17 @@ def _open_tfds(options: DataOptions) -> OpenedDataset:
     if options.label_key is not None and options.label_key not in keys:
         raise InputError(f"dataset {options.name!r} has no label feature "
                          f"{options.label_key!r} (data.label_key); its features are {keys}")
+    if options.caption_key is not None and options.caption_key not in keys:
+        raise InputError(f"dataset {options.name!r} has no caption feature "
+                         f"{options.caption_key!r} (data.caption_key); its features are {keys}")
     label_key = options.label_key or ("label" if "label" in keys else None)
     num_classes = int(getattr(features[label_key], "num_classes", 0) or 0) if label_key else 0
     sizes = {s: int(v.num_examples) for s, v in builder.info.splits.items()}
 
     def opener(split):
         return TfdsSource(builder.as_data_source(split=split), image_key, label_key,
-                          f"split {split!r} of dataset {options.name!r}", options.skip_bad_files)
+                          f"split {split!r} of dataset {options.name!r}", options.skip_bad_files,
+                          options.caption_key)
 
     return OpenedDataset(_make_info(options, num_classes, sizes), options, opener)
 
@@ -264,9 +281,21 @@ def _open_folder(options: DataOptions) -> OpenedDataset:
     paths, labels, classes = folder_lib.scan_folder(options.name[len(folder_lib.PREFIX):],
                                                     options.skip_bad_files)
 
+    captions = None
+    if options.caption_key is not None:
+        from jaxdiff.data.captions import folder_captions
+
+        captions = folder_captions(options.name[len(folder_lib.PREFIX):], paths,
+                                   options.caption_key)
+
     def opener(split):
         del split  # "train" is the only split.
-        return folder_lib.FolderSource(paths, labels, options.channels, options.skip_bad_files)
+        source = folder_lib.FolderSource(paths, labels, options.channels, options.skip_bad_files)
+        if captions is None:
+            return source
+        from jaxdiff.data.captions import CaptionedSource
+
+        return CaptionedSource(source, captions)
 
     return OpenedDataset(_make_info(options, len(classes), {"train": len(paths)}), options,
                          opener)
