@@ -9,6 +9,7 @@ the stem is `diffusion_pytorch_model` (diffusers) or `model` (transformers).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -78,65 +79,113 @@ def weights_file(folder, variant: str | None = None) -> Path:
                        f"found {present}")
 
 
-def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """safetensors.numpy.load_file, except that bfloat16 checkpoints (a dtype numpy cannot name)
-    are read by the file's documented layout into float32."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        return load_file(str(path))
-    except TypeError as e:
-        if "bfloat16" not in str(e):
-            raise
-        return _read_raw_safetensors(path)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise WeightsError(f"cannot read {str(path)!r}: {e}. The file is damaged or truncated "
-                           f"(an interrupted download?): download or save it again.") from None
+# safetensors dtype names -> little-endian numpy dtypes (bfloat16 through ml_dtypes)
+_DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "bfloat16", "F64": "<f8", "I64": "<i8",
+           "I32": "<i4", "U8": "u1", "I8": "i1", "BOOL": "?"}
 
 
-def _read_raw_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Reads a safetensors file by its documented layout (8-byte header length, JSON header,
-    raw little-endian data), for dtypes the numpy API refuses (BF16)."""
-    import ml_dtypes
-
-    dtypes = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-              "F64": np.float64, "I64": np.int64, "I32": np.int32, "U8": np.uint8,
-              "I8": np.int8, "BOOL": np.bool_}
-    data = path.read_bytes()
-    size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + size])
-    body = memoryview(data)[8 + size:]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        if info["dtype"] not in dtypes or end > len(body):
-            raise WeightsError(f"cannot read tensor {name!r} of {str(path)!r} "
-                               f"(dtype {info['dtype']}, offsets {start}..{end})")
-        arr = np.frombuffer(body[start:end], dtype=dtypes[info["dtype"]])
-        out[name] = arr.reshape(info["shape"]).astype(np.float32)
-    return out
+def _damaged(path: Path, why: str) -> WeightsError:
+    return WeightsError(f"cannot read {str(path)!r}: {why}. The file is damaged or truncated "
+                        f"(an interrupted download?): download or save it again.")
 
 
-def read_weights(folder, variant: str | None = None) -> dict[str, np.ndarray]:
-    """{torch name: numpy array} of a component folder (all shards of a sharded checkpoint)."""
+def _numpy_dtype(name: str):
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+class SafetensorsTensors(Mapping):
+    """{tensor name: numpy array} of one or more safetensors files, each tensor read from disk
+    when it is looked up (by the format's documented layout: an 8-byte little-endian header
+    length, a JSON header of dtype / shape / data offsets, then the raw little-endian data).
+
+    The loader converts tensor by tensor, so a checkpoint is never held twice: neither the whole
+    file in memory (safetensors.numpy.load_file) nor a memory map whose touched pages stay
+    resident. Every header is checked when the file is opened (dtypes, shapes, offsets inside the
+    file), so a truncated or damaged file is refused before anything is converted. bfloat16
+    tensors (a dtype numpy has no name for) are returned as float32.
+    """
+
+    def __init__(self, paths):
+        self._entries: dict[str, tuple[Path, int, str, tuple[int, ...]]] = {}
+        for path in paths:
+            for name, entry in self._read_header(Path(path)).items():
+                if name in self._entries:
+                    raise WeightsError(f"the tensor {name!r} is stored twice (in "
+                                       f"{str(self._entries[name][0])!r} and {str(path)!r})")
+                self._entries[name] = entry
+
+    @staticmethod
+    def _read_header(path: Path) -> dict:
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                length = int.from_bytes(f.read(8), "little")
+                if size < 8 or length > size - 8:
+                    raise _damaged(path, f"its header length ({length} bytes) exceeds the file "
+                                         f"({size} bytes)")
+                header = json.loads(f.read(length))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise _damaged(path, f"its header is not readable JSON ({e})") from None
+        if not isinstance(header, dict):
+            raise _damaged(path, "its header is not a JSON object")
+        header.pop("__metadata__", None)
+        base, entries = 8 + length, {}
+        for name, info in header.items():
+            try:
+                dtype = _numpy_dtype(_DTYPES[info["dtype"]])
+                shape = tuple(int(d) for d in info["shape"])
+                start, end = (int(o) for o in info["data_offsets"])
+            except (KeyError, TypeError, ValueError):
+                raise _damaged(path, f"the header entry of tensor {name!r} ({info!r}) is not "
+                                     f"a supported dtype, shape and data offsets") from None
+            if end - start != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or start < 0:
+                raise _damaged(path, f"tensor {name!r}: offsets {start}..{end} do not hold a "
+                                     f"{info['dtype']} array of shape {shape}")
+            if base + end > size:
+                raise _damaged(path, f"tensor {name!r} ends at byte {base + end} but the file "
+                                     f"has {size} bytes")
+            entries[name] = (path, base + start, info["dtype"], shape)
+        return entries
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        path, offset, dtype_name, shape = self._entries[name]
+        dtype = _numpy_dtype(_DTYPES[dtype_name])
+        count = int(np.prod(shape, dtype=np.int64))
+        with open(path, "rb") as f:
+            f.seek(offset)
+            array = np.fromfile(f, dtype=dtype, count=count)
+        if array.size != count:
+            raise _damaged(path, f"tensor {name!r} is cut short")
+        array = array.reshape(shape)
+        return array.astype(np.float32) if dtype_name == "BF16" else array
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def read_weights(folder, variant: str | None = None) -> Mapping:
+    """{torch name: numpy array} of a component folder (all shards of a sharded checkpoint), as a
+    `SafetensorsTensors` mapping that reads each tensor when it is looked up."""
     path = weights_file(folder, variant)
     if not path.name.endswith(".index.json"):
-        return _load_safetensors(path)
+        return SafetensorsTensors([path])
     try:
         index = json.loads(path.read_text())
         shards = sorted(set(index["weight_map"].values()))
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         raise WeightsError(f"{str(path)!r} is not a safetensors shard index (needs a "
                            f"'weight_map' of tensor name -> shard file): {e}") from None
-    tensors: dict[str, np.ndarray] = {}
     for shard in shards:
-        shard_path = path.parent / shard
-        if not shard_path.is_file():
+        if not (path.parent / shard).is_file():
             raise WeightsError(f"{str(path)!r} names the shard {shard!r}, which is missing")
-        tensors.update(_load_safetensors(shard_path))
+    tensors = SafetensorsTensors([path.parent / shard for shard in shards])
     listed = set(index["weight_map"])
     if listed != set(tensors):
         missing = sorted(listed - set(tensors))[:10]
