@@ -1,9 +1,10 @@
 """Reading a diffusers / transformers component folder: config.json and its safetensors weights.
 
 Only safetensors are read (into numpy, tensor by tensor, by the format's documented layout: no
-torch, and never a pickle). Downloaded folders are untidy, so the weights file is chosen the way diffusers and transformers choose it:
-`<stem>[.<variant>].safetensors` or the sharded `<stem>[.<variant>].safetensors.index.json`, where
-the stem is `diffusion_pytorch_model` (diffusers) or `model` (transformers).
+torch, and never a pickle). Downloaded folders are untidy, so the weights file is chosen the
+way diffusers and transformers choose it: `<stem>[.<variant>].safetensors` or the sharded
+`<stem>[.<variant>].safetensors.index.json`, where the stem is `diffusion_pytorch_model`
+(diffusers) or `model` (transformers).
 """
 
 from __future__ import annotations
