@@ -109,6 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     add_export_arguments(sub.add_parser(
         "export", help="write a trained pixel run as a diffusers DDPMPipeline folder"))
 
+    from jaxdiff.commands.reconstruct import add_arguments as add_reconstruct_arguments
+
+    add_reconstruct_arguments(sub.add_parser(
+        "reconstruct", help="reconstruction PSNR and picture of an autoencoder run"))
     from jaxdiff.commands.txt2img import add_arguments as add_txt2img_arguments
 
     add_txt2img_arguments(sub.add_parser(
@@ -322,6 +326,13 @@ def _export(args, overrides) -> int:
     return export(args)
 
 
+def _reconstruct(args, overrides) -> int:
+    from jaxdiff.commands.reconstruct import run
+
+    _no_overrides("reconstruct", overrides)
+    return run(args, _check_output_path)
+
+
 def _txt2img(args, overrides) -> int:
     from jaxdiff.commands.txt2img import run
 
@@ -330,7 +341,7 @@ def _txt2img(args, overrides) -> int:
 
 
 COMMANDS = {"train": _train, "sample": _sample, "eval": _eval, "noise": _noise, "plot": _plot,
-            "txt2img": _txt2img, "export": _export}
+            "txt2img": _txt2img, "export": _export, "reconstruct": _reconstruct}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,9 +19,12 @@ DTYPES = ("float32", "bfloat16")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The txt2img options (registered by jaxdiff/cli.py)."""
-    parser.add_argument("--pretrained", required=True, metavar="DIR",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pretrained", metavar="DIR",
                         help="a diffusers Stable Diffusion pipeline folder (model_index.json, "
                              "unet/, vae/, text_encoder/, tokenizer/, scheduler/; safetensors)")
+    source.add_argument("--workdir", metavar="RUN",
+                        help="a jaxdiff-trained text-to-image run (preset shapes_t2i)")
     parser.add_argument("--prompt", default=None, help="the text to draw")
     parser.add_argument("--prompts_file", default=None, metavar="FILE",
                         help="one prompt per line, one image per line (instead of --prompt)")
@@ -116,7 +119,15 @@ def run(args, check_output_path) -> int:
     if args.batch is not None and args.batch < 1:
         raise InputError(f"--batch must be >= 1; got {args.batch}")
     latents = _load_latents(args.latents) if args.latents else None
-    model = load_text_to_image(args.pretrained, dtype=args.dtype)
+    if args.workdir is not None:
+        from jaxdiff.pipelines.run_loading import load_run_text_to_image
+
+        if args.dtype != "float32":
+            raise InputError("--dtype bfloat16 is for --pretrained folders; a --workdir run "
+                             "generates in float32")
+        model = load_run_text_to_image(args.workdir)
+    else:
+        model = load_text_to_image(args.pretrained, dtype=args.dtype)
     height, width = check_size(model, args.height, args.width)
     if latents is not None:  # checked before anything is compiled
         latents = check_latents(model, latents, len(prompts), height, width)
