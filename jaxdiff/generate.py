@@ -32,6 +32,18 @@ def load_run(workdir, step: int | None = None):
     return config, graphdef, state.ema_params, int(state.step)
 
 
+def check_method_fits_objective(method: str, objective: str) -> None:
+    """Refuses a DDPM-family sampler for a flow-matching run and a flow sampler for the rest."""
+    from jaxdiff.sampling.flow import FLOW_METHODS
+
+    if objective == "flow" and method not in FLOW_METHODS:
+        raise InputError(f"this run was trained with flow matching (diffusion.objective='flow'); "
+                         f"sample it with one of {list(FLOW_METHODS)}, not {method!r}")
+    if objective != "flow" and method in FLOW_METHODS:
+        raise InputError(f"{method!r} samples flow-matching runs; this run's objective is "
+                         f"{objective!r}: use ddpm, ddim, dpmpp_2m, euler or heun")
+
+
 def parse_labels(labels, num: int, num_classes: int):
     """Labels for `num` images: None, an int, or a sequence repeated cyclically; int32 (num,)."""
     if labels is None:
@@ -66,6 +78,7 @@ def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method
     num_steps = s.num_steps if num_steps is None else num_steps
     eta = float(s.eta if eta is None else eta)
     spacing = spacing or s.spacing
+    check_method_fits_objective(method, config.diffusion.objective)
     if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
         raise InputError(f"the number of images must be an integer >= 1; got {num!r}")
     batch_size = s.batch_size if batch_size is None else batch_size
@@ -124,7 +137,8 @@ def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method
                          null_label=num_classes)
         out = sample(model_fn, schedule, x_T, method=method, num_steps=num_steps,
                      prediction_type=config.diffusion.prediction_type, spacing=spacing, eta=eta,
-                     key=noise_key, return_trajectory=return_trajectory and i == 0, **extra)
+                     key=noise_key, return_trajectory=return_trajectory and i == 0,
+                     shift=s.flow_shift, **extra)
         if return_trajectory and i == 0:
             out, trajectory = out
         images.append(np.asarray(out))

@@ -8,11 +8,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdiff import diffusion
+from jaxdiff import diffusion, flow
 from jaxdiff.schedules import NoiseSchedule
 from jaxdiff.validation import check_choice, check_same_shape
 
 WEIGHTINGS = ("uniform", "min_snr")
+# diffusion.objective: "diffusion" (DDPM forward process, target by prediction_type) or "flow"
+# (flow matching: x_u = (1 - u) x0 + u noise, target noise - x0; jaxdiff.flow)
+OBJECTIVES = ("diffusion", "flow")
+
+
+def check_objective(objective: str) -> str:
+    return check_choice("diffusion.objective", objective, OBJECTIVES)
 
 
 def per_example_mse(prediction, target):
@@ -56,3 +63,8 @@ def drop_labels(key: jax.Array, labels, drop_prob, null_label: int):
     training, Ho & Salimans 2022)."""
     drop = jax.random.bernoulli(key, drop_prob, labels.shape)
     return jnp.where(drop, jnp.asarray(null_label, labels.dtype), labels)
+
+
+def flow_matching_loss(model_output, x0, noise):
+    """Per-example MSE between the predicted velocity and noise - x0 (flow matching); (batch,)."""
+    return per_example_mse(model_output, flow.velocity_target(x0, noise))

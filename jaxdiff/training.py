@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxdiff import losses
+from jaxdiff import flow, losses
 from jaxdiff.diffusion import check_prediction_type, q_sample
 from jaxdiff.schedules import NoiseSchedule, make_schedule
 from jaxdiff.validation import InputError
@@ -162,24 +162,37 @@ def make_train_step(graphdef, schedule: NoiseSchedule, optimizer: optax.Gradient
     num_classes = int(config.model.num_classes)
     label_dropout = float(d.label_dropout)
     num_timesteps = schedule.num_timesteps
+    objective = losses.check_objective(d.objective)
+    if objective == "flow":
+        flow.check_time_sampling(d.flow_time_sampling, d.flow_logit_std, d.flow_shift)
 
     def loss_fn(params, batch: Batch, key: jax.Array):
         images = batch["image"]
         t_key, noise_key, label_key, dropout_key = jax.random.split(key, 4)
-        # A batch may carry its own "t" and "noise" (tests, exact replays); else they are drawn.
-        t = batch["t"] if "t" in batch else jax.random.randint(
-            t_key, (images.shape[0],), 0, num_timesteps, dtype=jnp.int32)
+        # A batch may carry its own "t" (or "u") and "noise" (tests, exact replays); else they
+        # are drawn.
         noise = batch["noise"] if "noise" in batch else jax.random.normal(
             noise_key, images.shape, images.dtype)
-        x_t = q_sample(schedule, images, t, noise)
+        if objective == "flow":  # the model sees the float timestep 1000 u (as diffusers)
+            u = batch["u"] if "u" in batch else flow.sample_u(
+                t_key, images.shape[0], d.flow_time_sampling, d.flow_logit_mean,
+                d.flow_logit_std, d.flow_shift)
+            x_t, t = flow.interpolate(images, u, noise), u * flow.TIMESTEP_SCALE
+        else:
+            t = batch["t"] if "t" in batch else jax.random.randint(
+                t_key, (images.shape[0],), 0, num_timesteps, dtype=jnp.int32)
+            x_t = q_sample(schedule, images, t, noise)
         labels = None
         if num_classes > 0:
             labels = losses.drop_labels(label_key, batch["label"].astype(jnp.int32),
                                         label_dropout, num_classes)
         output = apply_model(graphdef, params, x_t, t, labels, train=True,
                              dropout_key=dropout_key)
-        per_example = losses.diffusion_loss(schedule, output, images, t, noise, prediction_type,
-                                            weighting, d.min_snr_gamma)
+        if objective == "flow":
+            per_example = losses.flow_matching_loss(output, images, noise)
+        else:
+            per_example = losses.diffusion_loss(schedule, output, images, t, noise,
+                                                prediction_type, weighting, d.min_snr_gamma)
         return jnp.mean(per_example), {}
 
     return make_step_from_loss(loss_fn, optimizer, config)

@@ -9,6 +9,7 @@ from jaxdiff.validation import InputError, check_choice
 PRESETS = {
     "digits": "jaxdiff.configs.digits",
     "digits_cond": "jaxdiff.configs.digits_cond",
+    "digits_flow": "jaxdiff.configs.digits_flow",
     "cifar10": "jaxdiff.configs.cifar10",
     "celeba64": "jaxdiff.configs.celeba64",
     "shapes_vae": "jaxdiff.configs.shapes_vae",

@@ -49,6 +49,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.diffusion.loss_weighting = "uniform"
     config.diffusion.min_snr_gamma = 5.0
     config.diffusion.label_dropout = 0.1
+    # "diffusion" (the DDPM forward process above) or "flow" (flow matching, jaxdiff.flow: the
+    # schedule, prediction_type and loss_weighting are then unused). Flow training times u:
+    # "uniform" or "logit_normal" (mean, std), then SD3's shift (1: none).
+    config.diffusion.objective = "diffusion"
+    config.diffusion.flow_time_sampling = "uniform"
+    config.diffusion.flow_logit_mean = 0.0
+    config.diffusion.flow_logit_std = 1.0
+    config.diffusion.flow_shift = 1.0
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 64
@@ -81,6 +89,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.sampling.num_samples = 64
     config.sampling.batch_size = 256
     config.sampling.guidance_scale = 1.0
+    # flow samplers (flow_euler, flow_heun): the static shift of their sigmas (1: none)
+    config.sampling.flow_shift = 1.0
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1

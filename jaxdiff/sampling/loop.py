@@ -21,6 +21,7 @@ from jaxdiff.sampling.ddim import DDIM
 from jaxdiff.sampling.ddpm import DDPM, VARIANCE_TYPES
 from jaxdiff.sampling.dpmpp import DPMPP_2M
 from jaxdiff.sampling.euler import EULER
+from jaxdiff.sampling.flow import FLOW_METHODS, sample_flow
 from jaxdiff.sampling.heun import HEUN
 from jaxdiff.sampling.spacing import TIMESTEP_RULES, next_timesteps, timesteps
 from jaxdiff.schedules import NoiseSchedule
@@ -94,8 +95,13 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
            labels=None, guidance_scale=1.0, null_label=None, variance_type: str = "fixed_small",
            clip_sample_range=1.0, thresholding: bool = False, dynamic_thresholding_ratio=0.995,
            steps_offset: int = 0, set_alpha_to_one: bool = True,
-           timestep_rule: str = "diffusers", context=None, null_context=None):
+           timestep_rule: str = "diffusers", context=None, null_context=None,
+           shift: float = 1.0, mu: float | None = None):
     """Generates images from noise x_T with `num_steps` steps of a sampler.
+
+    Flow-matching models (velocity output) take the methods "flow_euler" and "flow_heun"
+    (`jaxdiff.sampling.flow.sample_flow`, with `shift` / `mu`; the schedule and the DDPM-family
+    options are then not used).
 
     By default every method visits the timesteps of its diffusers scheduler for the same
     `spacing` and `steps_offset` and steps where that scheduler steps (see
@@ -200,7 +206,13 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
       Karras et al. 2022 (Euler, Heun); Ho & Salimans 2022 (classifier-free guidance);
       Saharia et al. 2022 (dynamic thresholding); Lin et al. 2024 (spacings, zero terminal SNR).
     """
-    check_choice("sampler", method, SAMPLERS)
+    if method in FLOW_METHODS:
+        if context is not None:
+            raise InputError("flow samplers take class labels for guidance, not context states")
+        return sample_flow(model_fn, x_T, method=method, num_steps=num_steps, shift=shift, mu=mu,
+                           labels=labels, null_label=null_label, guidance_scale=guidance_scale,
+                           return_trajectory=return_trajectory)
+    check_choice("sampler", method, (*SAMPLERS, *FLOW_METHODS))
     check_prediction_type(prediction_type)
     check_choice("variance_type", variance_type, VARIANCE_TYPES)
     if not isinstance(schedule, NoiseSchedule):
