@@ -96,7 +96,6 @@ def _generate(params, ids, negative_ids, latents, use_latents, key, indices, gui
     from jaxdiff.sampling import sample
 
     encode_text, predict, decode = fns
-    batch = ids.shape[0]
     states = encode_text(params["text_encoder"], jnp.concatenate([ids, negative_ids]))
     cond, uncond = jnp.split(states, 2)
     image_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, indices)
@@ -116,7 +115,6 @@ def _generate(params, ids, negative_ids, latents, use_latents, key, indices, gui
                guidance_scale=guidance_scale, eta=eta if stochastic else 0.0,
                **dict(options))
     images = decode(params["vae"], z / scaling_factor + shift_factor)
-    assert images.shape[0] == batch
     return jnp.clip(images.astype(jnp.float32), -1.0, 1.0)
 
 
@@ -252,19 +250,18 @@ def generate(model: TextToImage, prompts, negative_prompts=None, *, num_steps: i
     use_latents = np.bool_(latents is not None)
     if latents is None:
         latents = np.zeros((num, *latent_shape), np.float32)
-    static = {"fns": (model.encode_text, model.predict, model.decode), "method": settings.method,
-                  "num_steps": int(num_steps),
-                  "options": tuple(sorted(settings.options.items())), "latent_shape": latent_shape,
-                  "stochastic": stochastic, "scaling_factor": float(model.scaling_factor),
-                  "shift_factor": float(model.shift_factor)}
+    static = {"fns": (model.encode_text, model.predict, model.decode),
+              "method": settings.method, "num_steps": int(num_steps),
+              "options": tuple(sorted(settings.options.items())), "latent_shape": latent_shape,
+              "stochastic": stochastic, "scaling_factor": float(model.scaling_factor),
+              "shift_factor": float(model.shift_factor)}
     out = []
     for start in range(0, num, batch):
         rows = np.resize(np.arange(start, min(start + batch, num)), batch)  # pad: repeat rows
         put = functools.partial(jax.device_put, device=data)
         images = _generate(
-            params, put(ids[rows]), put(negative_ids[rows]),
-            put(latents[rows]), use_latents, key,
-            put((first_index + rows).astype(np.int32)), np.float32(g), np.float32(eta),
+            params, put(ids[rows]), put(negative_ids[rows]), put(latents[rows]), use_latents,
+            key, put((first_index + rows).astype(np.int32)), np.float32(g), np.float32(eta),
             settings.schedule, **static)
         out.append(np.asarray(images)[:min(batch, num - start)])
         if progress is not None:
