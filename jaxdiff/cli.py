@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="initial noise x_T, float32 NHWC (num, H, W, C), instead of "
                              "drawing it from --seed (diffusers' NCHW arrays: transpose)")
     sample.add_argument("--num", type=int, default=64, help="number of images")
-    sample.add_argument("--method", default=None, help="ddpm, ddim, dpmpp_2m, euler, heun")
+    sample.add_argument("--method", default=None, help="ddpm, ddim, dpmpp_2m, euler, heun; "
+                        "flow_euler, flow_heun for flow runs")
     sample.add_argument("--steps", type=int, default=None, help="number of sampling steps")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default=None, help="PNG grid to write (default "
@@ -69,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                                      "classes) and bits/dim of a trained workdir")
     ev.add_argument("--workdir", required=True)
     ev.add_argument("--num", type=int, default=2000, help="images to generate")
-    ev.add_argument("--method", default=None, help="ddpm, ddim, dpmpp_2m, euler, heun")
+    ev.add_argument("--method", default=None, help="ddpm, ddim, dpmpp_2m, euler, heun; "
+                        "flow_euler, flow_heun for flow runs")
     ev.add_argument("--steps", type=int, default=None, help="number of sampling steps")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--batch", type=int, default=None, help="images per compiled call")
@@ -113,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_reconstruct_arguments(sub.add_parser(
         "reconstruct", help="reconstruction PSNR and picture of an autoencoder run"))
+    from jaxdiff.commands.distill import add_arguments as add_distill_arguments
+
+    add_distill_arguments(sub.add_parser(
+        "distill", help="distil a run into a student run that samples in 1-4 steps"))
     from jaxdiff.commands.txt2img import add_arguments as add_txt2img_arguments
 
     add_txt2img_arguments(sub.add_parser(
@@ -333,6 +339,13 @@ def _reconstruct(args, overrides) -> int:
     return run(args, _check_output_path)
 
 
+def _distill(args, overrides) -> int:
+    from jaxdiff.commands.distill import run
+
+    _no_overrides("distill", overrides)
+    return run(args)
+
+
 def _txt2img(args, overrides) -> int:
     from jaxdiff.commands.txt2img import run
 
@@ -341,7 +354,8 @@ def _txt2img(args, overrides) -> int:
 
 
 COMMANDS = {"train": _train, "sample": _sample, "eval": _eval, "noise": _noise, "plot": _plot,
-            "txt2img": _txt2img, "export": _export, "reconstruct": _reconstruct}
+            "txt2img": _txt2img, "export": _export, "reconstruct": _reconstruct,
+            "distill": _distill}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,9 +43,19 @@ def validate_config(config) -> None:
         raise InputError(f"optim.learning_rate must be > 0; got {config.optim.learning_rate!r}")
 
     s = config.sampling
+    from jaxdiff.generate import check_method_fits_objective
+    from jaxdiff.losses import check_objective
     from jaxdiff.sampling import SAMPLERS
+    from jaxdiff.sampling.flow import FLOW_METHODS
 
-    check_choice("sampling.method", s.method, SAMPLERS)
+    check_choice("sampling.method", s.method, (*SAMPLERS, *FLOW_METHODS))
+    check_method_fits_objective(s.method, check_objective(d.objective))
+    if d.objective == "flow":
+        from jaxdiff.flow import check_time_sampling
+
+        check_time_sampling(d.flow_time_sampling, d.flow_logit_std, d.flow_shift)
+    if not float(s.flow_shift) > 0:
+        raise InputError(f"sampling.flow_shift must be > 0; got {s.flow_shift!r}")
     check_int(s.num_steps, "sampling.num_steps")
     if s.num_steps > d.num_timesteps:
         raise InputError(f"sampling.num_steps must be in [1, diffusion.num_timesteps="
