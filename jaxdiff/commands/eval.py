@@ -194,6 +194,11 @@ def evaluate_run(workdir, *, num: int = 2000, method: str | None = None,
     num = check_int(num, "--num", 2)
     num_real = check_int(num_real, "--num_real", 2)
     bpd_num = check_int(bpd_num, "--bpd_num", 0)
+    if bpd_num and config.diffusion.objective == "flow":
+        # the bound is the DDPM forward process's; a flow-matching model has no such bound here
+        print("note: no variational bound for a flow-matching run (--bpd_num ignored)",
+              file=sys.stderr)
+        bpd_num = 0
     if bpd_num:
         bpd_terms = check_int(bpd_terms, "--bpd_terms", 1,
                               int(config.diffusion.num_timesteps) - 1)
