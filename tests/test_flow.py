@@ -157,3 +157,17 @@ def test_sampler_family_must_fit_the_run_objective():
         check_method_fits_objective("flow_heun", "diffusion")
     check_method_fits_objective("flow_heun", "flow")
     check_method_fits_objective("ddim", "diffusion")
+
+
+def test_cli_samples_a_flow_run_with_its_preset_method_and_refuses_ddim(tmp_path, capsys):
+    from untrained_run import make_untrained_run
+
+    from jaxdiff.cli import main
+
+    run = make_untrained_run(tmp_path / "flow", "digits_flow")
+    out = tmp_path / "s.png"
+    assert main(["sample", "--workdir", str(run), "--num", "2", "--steps", "2",
+                 "--out", str(out)]) == 0
+    assert out.is_file() and "flow_heun" in capsys.readouterr().err
+    assert main(["sample", "--workdir", str(run), "--num", "2", "--method", "ddim"]) == 2
+    assert "flow_euler" in capsys.readouterr().err
