@@ -55,7 +55,7 @@ def flow_sigmas(num_steps: int, shift: float = 1.0, mu: float | None = None
     if mu is None:
         sig = shift * sig / (1 + (shift - 1) * sig)
     else:
-        sig = np.exp(mu) / (np.exp(mu) + (1 / sig - 1) ** 1.0)
+        sig = np.exp(mu) / (np.exp(mu) + (1 / sig - 1))
     sig = sig.astype(np.float32)
     return np.append(sig, np.float32(0.0)), sig * np.float32(n)
 
