@@ -112,6 +112,9 @@ class TextToImageTask:
     def __init__(self, config, workdir=None):
         self.config, self.workdir = config, workdir
         latent = config.latent
+        if config.diffusion.objective != "diffusion":
+            raise InputError(f"diffusion.objective={config.diffusion.objective!r}: text-to-image "
+                             f"runs train the diffusion objective only; set it to 'diffusion'")
         latents_lib.check_autoencoder_run(latent.autoencoder)
         if not 0.0 <= float(latent.caption_dropout) <= 1.0:
             raise InputError(f"latent.caption_dropout must be in [0, 1]; got "
