@@ -11,12 +11,16 @@
 - `SAMPLERS`: the registry {"ddpm", "ddim", "dpmpp_2m", "euler", "heun"} of `Sampler`s, one
   file each; `base.py` holds the shared step interface, guidance, parameterisation and
   thresholding.
+- `FLOW_METHODS` ("flow_euler", "flow_heun"), `sample_flow`, `flow_sigmas`, `flux_mu`: samplers
+  for flow-matching models (`flow.py`); `sample(..., method="flow_euler")` dispatches to them.
 """
 
 from jaxdiff.sampling.base import Sampler, threshold
 from jaxdiff.sampling.ddpm import VARIANCE_TYPES
+from jaxdiff.sampling.flow import FLOW_METHODS, flow_sigmas, flux_mu, sample_flow
 from jaxdiff.sampling.loop import SAMPLERS, sample
 from jaxdiff.sampling.spacing import DIFFUSERS_DEFAULT_SPACINGS, SPACINGS, TIMESTEP_RULES, timesteps
 
-__all__ = ["DIFFUSERS_DEFAULT_SPACINGS", "SAMPLERS", "SPACINGS", "TIMESTEP_RULES",
-           "VARIANCE_TYPES", "Sampler", "sample", "threshold", "timesteps"]
+__all__ = ["DIFFUSERS_DEFAULT_SPACINGS", "FLOW_METHODS", "SAMPLERS", "SPACINGS", "TIMESTEP_RULES",
+           "VARIANCE_TYPES", "Sampler", "flow_sigmas", "flux_mu", "sample", "sample_flow",
+           "threshold", "timesteps"]
