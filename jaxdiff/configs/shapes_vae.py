@@ -3,7 +3,7 @@
 Run: `jaxdiff train --config shapes_vae --workdir runs/shapes_vae`, then
 `jaxdiff reconstruct --workdir runs/shapes_vae` (PSNR on the test split and a picture of
 originals and reconstructions). Stage 2 is the preset shapes_t2i. Loss: L1 + MSE + 1e-4 KL per
-element (jaxdiff/tasks/autoencoder.py); 0.2M parameters (README: measured time and PSNR).
+element (jaxdiff/tasks/autoencoder.py); 0.65M parameters (README: measured speed and PSNR).
 """
 
 import ml_collections

@@ -16,7 +16,7 @@ the same on every machine and any example can be drawn alone.
 
   >>> image, record = draw_example("train", 0)
   >>> image.shape, image.dtype, record["caption"]
-  ((32, 32, 3), dtype('uint8'), 'a white triangle')
+  ((32, 32, 3), dtype('uint8'), 'a blue square left of a yellow square')
 """
 
 from __future__ import annotations
