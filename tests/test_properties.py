@@ -21,11 +21,11 @@ FLOATS = [np.float32, np.float16, jnp.bfloat16]
 
 
 def _user_error(fn, *args, **kwargs) -> Exception:
-    """Calls fn; asserts it raises exactly ValueError or TypeError with a message."""
+    """Calls fn; asserts it raises a ValueError or TypeError (jaxdiff's InputError family) with a message."""
     with pytest.raises(Exception) as info:
         fn(*args, **kwargs)
     error = info.value
-    assert type(error) in (ValueError, TypeError), f"{type(error).__name__}: {error}"
+    assert isinstance(error, (ValueError, TypeError)), f"{type(error).__name__}: {error}"
     assert len(str(error)) > 10
     return error
 
