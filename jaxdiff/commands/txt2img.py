@@ -82,18 +82,6 @@ def read_prompts(args) -> list[str]:
     return [args.prompt] * num
 
 
-def _load_latents(path) -> np.ndarray:  # noqa: F821
-    import numpy as np
-
-    if not str(path).endswith(".npy") or not Path(path).is_file():
-        raise InputFileNotFoundError(f"--latents must be an existing .npy file; got {path!r}")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read --latents {str(path)!r} as a numpy array (no pickle): "
-                         f"{e}") from None
-
-
 def save_npz(path, images, prompts) -> None:
     """images and the aligned prompts (fixed-width unicode: np.load needs no pickle)."""
     import numpy as np
@@ -118,7 +106,9 @@ def run(args, check_output_path) -> int:
         raise InputError(f"--steps must be >= 1; got {args.steps}")
     if args.batch is not None and args.batch < 1:
         raise InputError(f"--batch must be >= 1; got {args.batch}")
-    latents = _load_latents(args.latents) if args.latents else None
+    from jaxdiff.commands.pretrained import load_latents
+
+    latents = load_latents(args.latents) if args.latents else None
     if args.workdir is not None:
         from jaxdiff.pipelines.run_loading import load_run_text_to_image
 
