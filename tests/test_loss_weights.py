@@ -78,7 +78,8 @@ def test_train_refuses_epsilon_with_zero_terminal_snr_before_writing_anything(tm
     from jaxdiff.cli import main
 
     workdir = tmp_path / "run"
-    assert main(["train", "--workdir", str(workdir),
+    # epsilon named explicitly: the digits preset's own default is v prediction
+    assert main(["train", "--workdir", str(workdir), "--config.diffusion.prediction_type=epsilon",
                  "--config.diffusion.rescale_zero_terminal_snr=True"]) == 2
     err = capsys.readouterr().err
     assert "needs diffusion.prediction_type 'v_prediction' or 'sample'" in err
