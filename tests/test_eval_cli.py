@@ -59,7 +59,7 @@ def test_eval_writes_every_metric_with_finite_values(run, capsys):
     assert results["held_out"] == {"split": "test", "num_images": 12}
     bpd = results["bits_per_dim"]
     assert (bpd["num_images"], bpd["num_terms"], bpd["conditional"]) == (4, 3, True)
-    assert bpd["total"] == pytest.approx(bpd["prior"] + bpd["kl"] + bpd["decoder"], rel=1e-9)
+    assert bpd["total"] == pytest.approx(bpd["prior"] + bpd["kl"] + bpd["decoder"], rel=1e-6)  # parts summed in float32
     assert all(math.isfinite(x) for x in _numbers(results))
     table = capsys.readouterr().out
     assert "| Frechet distance |" in table and "bits/dim" in table
