@@ -20,9 +20,9 @@ from jaxdiff.validation import InputError, InputFileNotFoundError
 
 def load_run(workdir, step: int | None = None):
     """Returns (config, graphdef, ema_params, step) of the run saved in `workdir`."""
-    workdir = ckpt_lib.run_path(workdir)
-    config = ckpt_lib.load_config(workdir)
-    check_pixel_run(config, workdir)
+    from jaxdiff.run_kind import open_run
+
+    workdir, config = open_run(workdir, "pixel_diffusion")
     # Closed on every path, a failed restore included, so that nothing of orbax's outlives it.
     with ckpt_lib.Checkpointer(workdir, max_to_keep=None, read_only=True) as checkpointer:
         if checkpointer.latest_step() is None:
@@ -31,26 +31,6 @@ def load_run(workdir, step: int | None = None):
         graphdef, _, state = training.init_train_state(config)
         state, _ = checkpointer.restore(ckpt_lib.abstract_like(state), step)
     return config, graphdef, state.ema_params, int(state.step)
-
-
-OTHER_TASK_COMMANDS = {
-    "text_to_image": "generate from it with `jaxdiff txt2img --workdir {w} --prompt \"a red circle\"`",
-    "autoencoder": ("look at its reconstructions with `jaxdiff reconstruct --workdir {w}`, or train "
-                    "a text-to-image model on its latents with `jaxdiff train --config shapes_t2i "
-                    "--config.latent.autoencoder={w}`"),
-}
-
-
-def check_pixel_run(config, workdir) -> None:
-    """Refuses a run of another task (config.task) before anything is restored or compiled:
-    sample, eval, export and distill work on pixel diffusion runs only."""
-    task = config.get("task", "pixel_diffusion")
-    if task == "pixel_diffusion":
-        return
-    hint = OTHER_TASK_COMMANDS.get(task, "").format(w=str(workdir))
-    raise InputError(f"{str(workdir)!r} is a {task} run (config.task, preset "
-                     f"{config.get('preset')!r}), not a pixel diffusion run"
-                     + (f"; {hint}" if hint else ""))
 
 
 def check_method_fits_objective(method: str, objective: str) -> None:

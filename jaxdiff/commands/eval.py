@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from jaxdiff import checkpoint as ckpt_lib
 from jaxdiff.atomic_file import atomic_write
 from jaxdiff.validation import InputError, InputTypeError
 
@@ -185,13 +184,13 @@ def evaluate_run(workdir, *, num: int = 2000, method: str | None = None,
       count) "samples_matched" metric dicts (see `jaxdiff.evaluation.evaluate_samples`),
       "bits_per_dim" (see `bound_in_bits_per_dim`, or None), and the settings used.
     """
-    from jaxdiff.generate import check_pixel_run, load_run
+    from jaxdiff.generate import load_run
+    from jaxdiff.run_kind import open_run
     from jaxdiff.training import schedule_from_config
     from jaxdiff.validation import check_int
 
     workdir = Path(workdir)
-    config = ckpt_lib.load_config(workdir)
-    check_pixel_run(config, workdir)
+    _, config = open_run(workdir, "pixel_diffusion")
     num = check_int(num, "--num", 2)
     num_real = check_int(num_real, "--num_real", 2)
     bpd_num = check_int(bpd_num, "--bpd_num", 0)

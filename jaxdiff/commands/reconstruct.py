@@ -23,13 +23,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args, check_output_path) -> int:
     from pathlib import Path
 
+    from jaxdiff.run_kind import open_run
     from jaxdiff.tasks.autoencoder import AutoencoderTask, psnr
     from jaxdiff.tasks.latents import load_autoencoder
-    from jaxdiff.validation import check_int
+    from jaxdiff.trainer import saved_steps
+    from jaxdiff.validation import InputFileNotFoundError, check_int
     from jaxdiff.viz import save_png
 
     check_output_path(args.out, ".png")
     check_int(args.num, "--num", 1)
+    # load_autoencoder's own refusals speak of --config.latent.autoencoder (its use in training)
+    workdir, _ = open_run(args.workdir, "autoencoder")
+    if not saved_steps(workdir):
+        raise InputFileNotFoundError(f"no checkpoint in {str(workdir)!r}: train it first with "
+                                     f"`jaxdiff train --config shapes_vae --workdir {workdir}`")
     autoencoder = load_autoencoder(args.workdir, args.restore_step)
     task = AutoencoderTask(autoencoder.config)
     originals, recon = task.reconstructions(autoencoder.graphdef, autoencoder.params, args.num)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import jax
 
-from jaxdiff.validation import InputError, InputFileNotFoundError
+from jaxdiff.validation import InputFileNotFoundError
 
 
 def load_run_text_to_image(workdir, step: int | None = None):
@@ -20,14 +20,11 @@ def load_run_text_to_image(workdir, step: int | None = None):
     """
     from jaxdiff import checkpoint as ckpt_lib
     from jaxdiff import training
+    from jaxdiff.run_kind import open_run
     from jaxdiff.tasks import latents as latents_lib
     from jaxdiff.tasks.text_to_image import init_params, text_to_image_model
 
-    workdir = ckpt_lib.run_path(workdir)
-    config = ckpt_lib.load_config(workdir)
-    if config.task != "text_to_image":
-        raise InputError(f"{str(workdir)!r} is a {config.task!r} run (preset {config.preset!r}); "
-                         f"--workdir needs a text-to-image run (preset shapes_t2i)")
+    workdir, config = open_run(workdir, "text_to_image")
     record = latents_lib.read_latent_record(workdir)
     if record is None:
         raise InputFileNotFoundError(f"{str(workdir)!r} has no {latents_lib.LATENT_FILE}: the "
