@@ -10,8 +10,9 @@ What each choice bought, by `python -m benchmarks.sampler_ablation --num 500` (b
 - the cosine schedule instead of the linear one: -> 0.77 / 0.82 (the linear schedule leaves a
   16x16 image almost destroyed over most of its timesteps);
 - 2000 steps instead of 1500 (the idle machine runs ~4.8 steps/s): -> 0.80 / 0.85;
-- sampling with DDIM eta 0.8 (partly ancestral) instead of eta 0: -> 0.89 / 0.90; the fresh noise
-  of each step corrects the deterministic path's errors, at a small cost in Frechet distance.
+- sampling with DDIM eta 0.9 (nearly ancestral) instead of eta 0: -> 0.89 / 0.91 (2000 samples:
+  precision 0.885, confident 0.908, Frechet 10.9 = 1.06x the real-test floor, recall 0.87); the
+  fresh noise of each step corrects the deterministic path's errors, at a cost in Frechet distance.
 Every choice is expressible in diffusers (UNet2DModel, DDIMScheduler with "squaredcos_cap_v2").
 """
 
@@ -94,7 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.sampling.method = "ddim"
     config.sampling.num_steps = 50
     config.sampling.spacing = "trailing"
-    config.sampling.eta = 0.8
+    config.sampling.eta = 0.9
     config.sampling.num_samples = 64
     config.sampling.batch_size = 256
     config.sampling.guidance_scale = 1.0
