@@ -97,7 +97,7 @@ def teacher_pairs(config, graphdef, params, num: int, *, teacher_steps: int = 50
     return x0, eps.astype(np.float32)
 
 
-def distill(teacher_workdir, out, *, steps: int = 4, num_pairs: int = 2048,
+def distill(teacher_workdir, out, *, steps: int = 4, num_pairs: int = 8192,
             teacher_steps: int = 50, train_steps: int = 1500, batch_size: int | None = None,
             seed: int = 0, verbose: bool = False) -> Path:
     """Distills the run in `teacher_workdir` into a `steps`-step student run written to `out`.

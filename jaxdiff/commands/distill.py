@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="the student's new run folder")
     parser.add_argument("--steps", type=int, default=4,
                         help="sampling steps the student is made for (it also works with fewer)")
-    parser.add_argument("--pairs", type=int, default=2048,
+    parser.add_argument("--pairs", type=int, default=8192,
                         help="teacher samples (noise, image) the student learns from")
     parser.add_argument("--teacher_steps", type=int, default=50,
                         help="steps of the teacher's deterministic sampler (DDIM or its flow "
