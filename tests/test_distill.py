@@ -20,7 +20,10 @@ def _images(config, graphdef, params, x_T, **kw):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
-    teacher = make_untrained_run(root / "teacher", "digits")
+    # The linear schedule this test's margin was set for: with the digits default (cosine, whose
+    # t = 999 keeps ~1e-9 of the image) an untrained teacher's 2-step DDIM is already poor, and
+    # the student's margin falls to 1.9x of it (the trained digits teacher: RESULTS.md).
+    teacher = make_untrained_run(root / "teacher", "digits", schedule="linear")
     student = distill(teacher, root / "student", steps=2, num_pairs=64, teacher_steps=20,
                       train_steps=300, batch_size=32)
     return teacher, student

@@ -9,9 +9,11 @@ from jaxdiff import checkpoint as ckpt_lib
 from jaxdiff import training
 
 
-def make_untrained_run(workdir, preset: str = "digits_cond") -> Path:
+def make_untrained_run(workdir, preset: str = "digits_cond", schedule: str | None = None) -> Path:
     workdir = Path(workdir)
     config = tiny_config(preset)
+    if schedule is not None:
+        config.diffusion.schedule = schedule
     _, _, state = training.init_train_state(config)
     ckpt_lib.save_config(workdir, config)
     checkpointer = ckpt_lib.Checkpointer(workdir)
