@@ -6,8 +6,8 @@ Usage:
 
 A variant is `method:steps` followed by any of `clip` (clip the predicted x0 to [-1, 1]),
 `thr` (dynamic thresholding), `eta=X` (DDIM), `g=X` (guidance scale, conditional runs).
-Images are drawn exactly as `jaxdiff.generate.generate_images` draws them (batch i from
-`fold_in(key(seed), i)`, batches of 256), so a variant without `clip`/`thr` reproduces
+Images are drawn exactly as `jaxdiff.generate.generate_images` draws them (image i from
+`fold_in(key(seed), i)`, `jaxdiff.sampling.image_keys`), so a variant without `clip`/`thr` reproduces
 `jaxdiff eval --num N --method M --steps K` to the digit. Printed per variant: the Frechet
 distance and recall of the first 297 samples (the real test split's size, as `jaxdiff eval`
 reports them), and precision, confident fraction and pixels outside [-1, 1] over all samples.
@@ -59,6 +59,7 @@ def main(argv=None) -> int:
     from jaxdiff.generate import load_run
     from jaxdiff.models import make_model_fn
     from jaxdiff.sampling import sample
+    from jaxdiff.sampling.image_keys import image_keys, initial_noise, step_noise_keys
     from jaxdiff.training import schedule_from_config
 
     config, graphdef, params, step = load_run(args.workdir)
@@ -91,16 +92,16 @@ def main(argv=None) -> int:
                       else guidance)
         out = []
         for i in range(-(-args.num // batch)):
-            x_key, noise_key = jax.random.split(jax.random.fold_in(jax.random.key(args.seed), i))
-            x_T = jax.random.normal(x_key, (batch, config.model.image_size,
-                                            config.model.image_size, config.model.in_channels))
+            keys = image_keys(jax.random.key(args.seed), i * batch, batch)
+            x_T = initial_noise(keys, (config.model.image_size, config.model.image_size,
+                                       config.model.in_channels))
             extra = {}
             if num_classes:
                 chunk = np.resize(labels[i * batch:(i + 1) * batch], batch)
                 extra = dict(labels=jnp.asarray(chunk), guidance_scale=g,
                              null_label=num_classes)
             out.append(np.asarray(sample(model_fn, schedule, x_T, method=method,
-                                         num_steps=steps, key=noise_key,
+                                         num_steps=steps, key=step_noise_keys(keys),
                                          prediction_type=config.diffusion.prediction_type,
                                          **options, **extra)))
         images = np.concatenate(out)[:args.num]

@@ -1,8 +1,9 @@
 """Generating images from a trained run: restore the EMA parameters, sample in fixed-size batches.
 
-The same (checkpoint, seed, method, steps, labels) always gives the same images: batch i draws its
-x_T and ancestral noise from `fold_in(key(seed), i)`, and the last batch is padded to full size so
-every batch runs the same compiled sampler.
+The same (checkpoint, seed, method, steps, labels) always gives the same images: image i draws its
+x_T and ancestral noise from `fold_in(key(seed), i)` alone (`jaxdiff.sampling.image_keys`), so the
+batch size does not change them, and the last batch is padded to full size so every batch runs the
+same compiled sampler.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method
     from jaxdiff.models import make_model_fn
     from jaxdiff.progress import Progress
     from jaxdiff.sampling import sample
+    from jaxdiff.sampling.image_keys import image_keys, initial_noise, step_noise_keys
 
     s = config.sampling
     method = method or s.method
@@ -122,10 +124,9 @@ def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method
     num_batches = -(-num // batch_size)
     bar = Progress(num, 0, desc="sample", unit="image", enabled=progress)
     for i in range(num_batches):
-        batch_key = jax.random.fold_in(base, i)
-        x_key, noise_key = jax.random.split(batch_key)
+        keys = image_keys(base, i * batch_size, batch_size)
         if latents is None:
-            x_T = jax.random.normal(x_key, (batch_size, size, size, channels), jnp.float32)
+            x_T = initial_noise(keys, (size, size, channels))
         else:  # the last batch is padded to full size (one compiled sampler)
             x_T = np.resize(latents[i * batch_size:(i + 1) * batch_size],
                             (batch_size, *latents.shape[1:]))
@@ -138,7 +139,8 @@ def generate_images(config, graphdef, params, *, num: int, seed: int = 0, method
                          null_label=num_classes)
         out = sample(model_fn, schedule, x_T, method=method, num_steps=num_steps,
                      prediction_type=config.diffusion.prediction_type, spacing=spacing, eta=eta,
-                     key=noise_key, return_trajectory=return_trajectory and i == 0,
+                     key=jax.device_put(step_noise_keys(keys), batch_sharding),
+                     return_trajectory=return_trajectory and i == 0,
                      shift=s.flow_shift, **extra)
         if return_trajectory and i == 0:
             out, trajectory = out

@@ -25,19 +25,19 @@ def run(args, check_output_path) -> int:
 
     from jaxdiff.run_kind import open_run
     from jaxdiff.tasks.autoencoder import AutoencoderTask, psnr
-    from jaxdiff.tasks.latents import load_autoencoder
+    from jaxdiff.tasks.latents import restore_autoencoder
     from jaxdiff.trainer import saved_steps
     from jaxdiff.validation import InputFileNotFoundError, check_int
     from jaxdiff.viz import save_png
 
     check_output_path(args.out, ".png")
     check_int(args.num, "--num", 1)
-    # load_autoencoder's own refusals speak of --config.latent.autoencoder (its use in training)
-    workdir, _ = open_run(args.workdir, "autoencoder")
+    workdir, config = open_run(args.workdir, "autoencoder")
     if not saved_steps(workdir):
         raise InputFileNotFoundError(f"no checkpoint in {str(workdir)!r}: train it first with "
                                      f"`jaxdiff train --config shapes_vae --workdir {workdir}`")
-    autoencoder = load_autoencoder(args.workdir, args.restore_step)
+    autoencoder = restore_autoencoder(workdir, config, args.restore_step,
+                                      missing_step_hint="choose --restore_step from those")
     task = AutoencoderTask(autoencoder.config)
     originals, recon = task.reconstructions(autoencoder.graphdef, autoencoder.params, args.num)
     print(f"reconstruction PSNR {psnr(originals, recon):.2f} dB over {len(originals)} images "

@@ -93,6 +93,7 @@ def generate(pipe: PixelPipeline, *, num: int, num_steps: int, method: str | Non
     from jaxdiff.models import make_model_fn
     from jaxdiff.pipelines.scheduler_config import sampler_settings
     from jaxdiff.sampling import sample
+    from jaxdiff.sampling.image_keys import image_keys, initial_noise, step_noise_keys
 
     settings = sampler_settings(pipe.scheduler_config, method)
     options = dict(settings.options)
@@ -113,15 +114,15 @@ def generate(pipe: PixelPipeline, *, num: int, num_steps: int, method: str | Non
     base = jax.random.key(seed)
     images = []
     for i in range(-(-num // batch_size)):
-        x_key, noise_key = jax.random.split(jax.random.fold_in(base, i))
+        keys = image_keys(base, i * batch_size, batch_size)
         if latents is None:
-            x_T = jax.random.normal(x_key, (batch_size, *shape), jnp.float32)
+            x_T = initial_noise(keys, shape)
         else:
             chunk = latents[i * batch_size:(i + 1) * batch_size]
             x_T = jnp.asarray(np.concatenate(
                 [chunk, np.zeros((batch_size - len(chunk), *shape), np.float32)]))
         out = sample(model_fn, settings.schedule, x_T, method=settings.method,
-                     num_steps=num_steps, eta=eta, key=noise_key, **options)
+                     num_steps=num_steps, eta=eta, key=step_noise_keys(keys), **options)
         images.append(np.asarray(out))
         if progress is not None:
             progress(min((i + 1) * batch_size, num))

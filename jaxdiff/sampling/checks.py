@@ -31,7 +31,8 @@ def check_eta(eta) -> float | None:
 
 def check_noise_source(method: str, stochastic: bool, eta_value, key, noise, x_shape,
                        num_steps: int) -> str:
-    """Returns "key", "array" or "none"; checks `noise` shape and that a stochastic run has one.
+    """Returns "key", "keys" (one key per image), "array" or "none"; checks `noise` shape and
+    that a stochastic run has one.
 
     ddpm always needs `key` or `noise`; ddim needs one unless eta is a concrete 0.
     """
@@ -49,8 +50,11 @@ def check_noise_source(method: str, stochastic: bool, eta_value, key, noise, x_s
         dtype = getattr(key, "dtype", None)
         typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
         raw = dtype == jnp.uint32 and tuple(key.shape) == (2,)
+        if typed and tuple(key.shape) == (x_shape[0],):
+            return "keys"
         if not (typed and tuple(key.shape) == ()) and not raw:
-            raise InputTypeError(f"key must be a single jax.random.key(seed); got "
+            raise InputTypeError(f"key must be a single jax.random.key(seed) or one typed key per "
+                                 f"image, shape ({x_shape[0]},); got "
                                  f"{getattr(key, 'shape', '')} {dtype or type(key).__name__}")
         return "key"
     needs = stochastic and (method != "ddim" or eta_value is None or eta_value > 0)

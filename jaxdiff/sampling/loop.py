@@ -65,6 +65,9 @@ def _run(model_fn, schedule, x_T, ts, t_next, leading, set_alpha_to_one, key, no
             z = step["noise"].astype(x_T.dtype)
         elif noise_source == "key":
             z = jax.random.normal(jax.random.fold_in(key, step["k"]), x_T.shape, x_T.dtype)
+        elif noise_source == "keys":  # image i's draws depend on its own key only
+            z = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, step["k"]),
+                                                     x_T.shape[1:], x_T.dtype))(key)
         else:
             z = jnp.zeros_like(x_T)
         inp = StepInput(k=step["k"], t=step["t"], t_prev=step["t_prev"], t_next=step["t_next"],
@@ -146,7 +149,9 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
       eta: DDIM's eta >= 0 (0 deterministic, 1 the DDPM variance); traced; other methods ignore
         it.
       clip_sample: clip the predicted x0 to [-clip_sample_range, clip_sample_range].
-      key: a `jax.random.key`; step k draws `normal(fold_in(key, k))`.
+      key: a `jax.random.key`; step k draws `normal(fold_in(key, k))`. Or one typed key per
+        image, shape (B,): image i's step k draws `normal(fold_in(key[i], k))`, so an image's
+        noise does not depend on the batch it is in.
       noise: instead of key, the draws themselves, shape (num_steps, *x_T.shape); noise[k] is
         step k's standard normal draw (k = 0 first); a step that adds no noise ignores it.
         "ddpm" needs key or noise; "ddim" needs one unless eta is a concrete 0; the ODE methods
@@ -257,7 +262,8 @@ def sample(model_fn, schedule: NoiseSchedule, x_T, *, method: str, num_steps: in
     return _run(fn, schedule, jnp.asarray(x_T, dtype), jnp.asarray(ts), jnp.asarray(t_next),
                 jnp.asarray(spacing == "leading"),
                 jnp.asarray(bool(set_alpha_to_one) or method != "ddim"),
-                key if source == "key" else None, noise if source == "array" else None,
+                key if source in ("key", "keys") else None,
+                noise if source == "array" else None,
                 f32(eta), cond, uncond, f32(guidance_scale) if guided else None, f32(clip_sample_range),
                 f32(dynamic_thresholding_ratio), method=method,
                 prediction_type=prediction_type,

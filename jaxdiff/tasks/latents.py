@@ -45,8 +45,9 @@ class Autoencoder:
         return int(self.config.model.latent_channels)
 
 
-def check_autoencoder_run(path) -> Path:
-    """Checks that `path` is a trained autoencoder run (before anything is built)."""
+def check_autoencoder_run(path):
+    """(run folder, saved config) of the trained autoencoder run at `path`, checked before
+    anything is built; the errors tell how to set --config.latent.autoencoder."""
     from jaxdiff import checkpoint as ckpt_lib
 
     hint = ("set --config.latent.autoencoder=RUN_DIR to the workdir of a finished stage-1 run "
@@ -67,16 +68,23 @@ def check_autoencoder_run(path) -> Path:
 
     if not saved_steps(run):
         raise InputError(f"latent.autoencoder={str(path)!r} has no checkpoint yet; {hint}")
-    return run
+    return run, config
 
 
 def load_autoencoder(path, step: int | None = None) -> Autoencoder:
     """Restores the EMA parameters of the autoencoder run at `path` (latest step by default)."""
+    run, config = check_autoencoder_run(path)
+    return restore_autoencoder(run, config, step, missing_step_hint=(
+        "the latent run was started with that step: restore it, or start a new latent run"))
+
+
+def restore_autoencoder(run: Path, config, step: int | None = None, *,
+                        missing_step_hint: str = "choose one of those") -> Autoencoder:
+    """The EMA parameters of an autoencoder run already checked (its folder and saved config):
+    `load_autoencoder` for stage 2, `jaxdiff reconstruct` after its own run checks."""
     from jaxdiff import checkpoint as ckpt_lib
     from jaxdiff.tasks.autoencoder import AutoencoderTask
 
-    run = check_autoencoder_run(path)
-    config = ckpt_lib.load_config(run)
     task = AutoencoderTask(config)
     built = {}
 
@@ -89,8 +97,7 @@ def load_autoencoder(path, step: int | None = None) -> Autoencoder:
     with ckpt_lib.Checkpointer(run, max_to_keep=None, read_only=True) as checkpointer:
         if step is not None and step not in checkpointer.all_steps():
             raise InputError(f"autoencoder run {str(run)!r} has no checkpoint at step {step} "
-                             f"(it has {checkpointer.all_steps()}); the latent run was started "
-                             f"with that step: restore it, or start a new latent run")
+                             f"(it has {checkpointer.all_steps()}); {missing_step_hint}")
         state, _ = checkpointer.restore(ckpt_lib.abstract_like(abstract), step)
     return Autoencoder(str(run), int(state.step), config, built["graphdef"], state.ema_params)
 
