@@ -57,10 +57,13 @@ def learning_rate_schedule(optim_config, num_steps: int) -> optax.Schedule:
         end_value=o.learning_rate * o.end_learning_rate_fraction)
 
 
-def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation:
+def make_optimizer(optim_config, num_steps: int, frozen=None) -> optax.GradientTransformation:
     """clip_by_global_norm -> AdamW(warmup+cosine), accumulated over `accumulation_steps`
     micro-batches (optax.MultiSteps) and skipped when gradients are not finite
-    (optax.apply_if_finite; the train loop stops the run after too many in a row)."""
+    (optax.apply_if_finite; the train loop stops the run after too many in a row).
+
+    `frozen`: names of top-level parameter groups (keys of the params dict) that are never
+    updated: no AdamW moments, no weight decay (which would otherwise shrink them)."""
     o = optim_config
     accumulation = int(o.accumulation_steps)
     if accumulation < 1:
@@ -70,6 +73,15 @@ def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation
         optax.adamw(learning_rate_schedule(o, num_steps), b1=o.b1, b2=o.b2,
                     weight_decay=o.weight_decay),
     )
+    if frozen:
+        frozen = frozenset(frozen)
+
+        def group_labels(params):
+            return {name: jax.tree.map(lambda _: "frozen" if name in frozen else "train", group)
+                    for name, group in params.items()}
+
+        inner = optax.multi_transform({"train": inner, "frozen": optax.set_to_zero()},
+                                      group_labels)
     if accumulation > 1:
         inner = optax.MultiSteps(inner, every_k_schedule=accumulation)
     # The run is stopped by the train loop after `train.max_consecutive_nonfinite` skipped steps;

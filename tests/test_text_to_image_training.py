@@ -166,3 +166,21 @@ def test_run_that_is_not_an_autoencoder_is_refused(captioned_folder, t2i_run, tm
                  f"--config.latent.autoencoder={t2i_run}"])
     assert code == 2
     assert "not an autoencoder" in capsys.readouterr().err
+
+
+def test_frozen_text_encoder_never_changes_even_with_weight_decay(captioned_folder, vae_run,
+                                                                   tmp_path):
+    from jaxdiff.tasks.text_to_image import init_params
+
+    config = _t2i_config(captioned_folder, vae_run, 3)
+    config.latent.train_text_encoder = False
+    config.optim.weight_decay = 0.1  # AdamW's decay would shrink an encoder that is only
+    #                                  stop-gradiented, not excluded from the optimizer
+    state = trainer.train(config, tmp_path / "frozen", write_samples=False, verbose=False)
+    _, initial = init_params(config, jax.random.split(jax.random.key(config.train.seed))[0])
+    for a, b in zip(jax.tree.leaves(initial["text_encoder"]),
+                    jax.tree.leaves(state.params["text_encoder"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    moved = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in
+             zip(jax.tree.leaves(initial["unet"]), jax.tree.leaves(state.params["unet"]))]
+    assert max(moved) > 0

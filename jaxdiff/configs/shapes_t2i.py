@@ -54,7 +54,7 @@ def get_config():
     config.latent.train_text_encoder = True  # False: a frozen random encoder (a baseline)
 
     config.train.batch_size = 64
-    config.train.num_steps = 3000
+    config.train.num_steps = 2000
     config.train.log_every = 50
     config.train.ema_decay = 0.995
     config.optim.learning_rate = 1e-3

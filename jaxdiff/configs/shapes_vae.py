@@ -36,10 +36,10 @@ def get_config():
     config.autoencoder_loss.kl_weight = 1e-4
 
     config.train.batch_size = 32
-    config.train.num_steps = 1500
+    config.train.num_steps = 1200
     config.train.log_every = 50
     config.train.ema_decay = 0.99
     config.optim.learning_rate = 2e-3
     config.optim.warmup_steps = 100
-    config.checkpoint.every_steps = 500
+    config.checkpoint.every_steps = 400
     return config

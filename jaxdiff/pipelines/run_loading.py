@@ -22,7 +22,7 @@ def load_run_text_to_image(workdir, step: int | None = None):
     from jaxdiff import training
     from jaxdiff.run_kind import open_run
     from jaxdiff.tasks import latents as latents_lib
-    from jaxdiff.tasks.text_to_image import init_params, text_to_image_model
+    from jaxdiff.tasks.text_to_image import init_params, make_optimizer, text_to_image_model
 
     workdir, config = open_run(workdir, "text_to_image")
     record = latents_lib.read_latent_record(workdir)
@@ -36,7 +36,7 @@ def load_run_text_to_image(workdir, step: int | None = None):
     def make_state(key):
         graphdef, params = init_params(config, key)
         built["graphdef"] = graphdef
-        optimizer = training.make_optimizer(config.optim, config.train.num_steps)
+        optimizer = make_optimizer(config)
         return training.create_train_state(params, optimizer, key)
 
     abstract = jax.eval_shape(make_state, jax.random.key(0))

@@ -52,6 +52,13 @@ def init_params(config, key):
     return (unet_graphdef, text_graphdef), {"unet": unet_params, "text_encoder": text_params}
 
 
+def make_optimizer(config):
+    """The run's optimizer; with latent.train_text_encoder=False the text encoder is frozen (no
+    updates at all, weight decay included)."""
+    frozen = () if config.latent.train_text_encoder else ("text_encoder",)
+    return training.make_optimizer(config.optim, config.train.num_steps, frozen=frozen)
+
+
 class TokenIds:
     """prompts -> int32 ids (N, length) with the CLIP tokenizer shipped with jaxdiff."""
 
@@ -163,7 +170,7 @@ class TextToImageTask:
     def init_train_state(self, config, key):
         init_key, run_key = jax.random.split(key)
         graphdef, params = init_params(config, init_key)
-        optimizer = training.make_optimizer(config.optim, config.train.num_steps)
+        optimizer = make_optimizer(config)
         return graphdef, optimizer, training.create_train_state(params, optimizer, run_key)
 
     def make_train_step(self, graphdef, optimizer):
