@@ -53,7 +53,9 @@ BAD = [
     ({"method": "ddpm", "key": KEY, "noise": np.zeros((5, 2, 4, 4, 1), np.float32)}, ValueError,
      r"either key or noise, not both"),
     ({"method": "ddpm", "key": 42}, TypeError, r"key must be a single jax.random.key"),
-    ({"method": "ddpm", "key": jax.random.split(KEY, 2)}, TypeError, r"key must be a single"),
+    # two keys for a batch of 2 are per-image keys; three are neither form
+    ({"method": "ddpm", "key": jax.random.split(KEY, 3)}, TypeError,
+     r"key must be a single jax.random.key\(seed\) or one typed key per image, shape \(2,\)"),
     ({"labels": LABELS}, ValueError, r"labels were given without null_label"),
     ({"labels": np.array([0, 1, 1], np.int32), "null_label": 3}, ValueError,
      r"labels must have shape \(batch,\) = \(2,\); got \(3,\)"),
