@@ -196,7 +196,7 @@ def test_bad_latents_are_refused_before_sampling(latents, fragment, pipeline_fol
 def test_sample_workdir_latents_start_every_image_from_its_row(tmp_path, capsys):
     """Image i starts from latents[i] whatever the batch size (the last batch is padded), and
     the latents are what is sampled: a different x_T gives different images. Deterministic DDIM
-    (eta 0): the digits default eta 0.9 draws step noise per batch of images."""
+    (eta 0), so that only x_T differs between the calls."""
     from untrained_run import make_untrained_run
 
     run = make_untrained_run(tmp_path / "run", "digits")

@@ -94,14 +94,14 @@ def _generate(params, ids, negative_ids, latents, use_latents, key, indices, gui
               shift_factor):
     """The compiled generation of one batch; see the module docstring."""
     from jaxdiff.sampling import sample
+    from jaxdiff.sampling.image_keys import initial_noise
 
     encode_text, predict, decode = fns
     states = encode_text(params["text_encoder"], jnp.concatenate([ids, negative_ids]))
     cond, uncond = jnp.split(states, 2)
     image_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, indices)
     # Drawn or given latents in one program, so that both kinds of call share one compilation.
-    drawn = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), latent_shape,
-                                                 jnp.float32))(image_keys)
+    drawn = initial_noise(image_keys, latent_shape)
     latents = jnp.where(use_latents, latents, drawn)
     noise = None
     if stochastic:
