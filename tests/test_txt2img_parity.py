@@ -71,6 +71,30 @@ def test_sd2_v_prediction_folder_equals_diffusers_pipeline():
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("max_pixels", [4096, 128], ids=["all-winograd", "mixed"])
+def test_winograd_convolutions_equal_diffusers_pipeline(monkeypatch, max_pixels):
+    """The CPU's Winograd convolutions (on by default only from 64 channels, so the tiny
+    folder's 8-32 channel networks take them only here), all of them or, with 128 positions at
+    most, the 4x4 latents and 8x8 images while larger inputs take the direct path."""
+    from jaxdiff.models import winograd
+    from jaxdiff.pipelines import text_to_image
+
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "MAX_PIXELS", max_pixels)
+    text_to_image._generate.clear_cache()  # MAX_PIXELS is read when the program is traced
+    try:
+        model = load_text_to_image(tiny_pipeline("sd1"), winograd=True)
+        kernels = [v for p, v in jax.tree_util.tree_flatten_with_path(model.params)[0]
+                   if jax.tree_util.keystr(p).endswith("['kernel']")]
+        assert sum(k.ndim == 3 for k in kernels) >= 20
+        want = diffusers_images(tiny_pipeline("sd1"), "dpmpp_2m", tuple(PROMPTS), NEGATIVE, 7.5)
+        got = generate(model, PROMPTS, NEGATIVE, num_steps=STEPS, method="dpmpp_2m",
+                       guidance_scale=7.5, height=SIZE, width=SIZE, latents=LATENTS)
+    finally:
+        text_to_image._generate.clear_cache()
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+
+
 class CompileCounter:
     """Counts XLA backend compilations while active."""
 

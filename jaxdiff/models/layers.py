@@ -70,9 +70,16 @@ class Conv(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        from jaxdiff.models import winograd
+
         dt = DTYPES[self.dtype]
+        kernel = self.kernel[...]
+        if kernel.ndim == 3:  # prepared for inference by winograd.prepare_params
+            if winograd.use_fast_path(x.shape):
+                return winograd.conv3x3(x.astype(dt), kernel) + self.bias[...].astype(dt)
+            kernel = winograd.recover_kernel(kernel)
         y = jax.lax.conv_general_dilated(
-            x.astype(dt), self.kernel[...].astype(dt), (self.stride, self.stride),
+            x.astype(dt), kernel.astype(dt), (self.stride, self.stride),
             self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return y + self.bias[...].astype(dt)
 

@@ -293,7 +293,7 @@ def apply_unet_condition(graphdef: nnx.GraphDef, params: dict[str, Any], x: jax.
     # the sizes to check, read from the parameter shapes (merging a full-size module per call
     # would cost ~0.1 s)
     block = _item(_item(_item(params["mid_block"], "attentions"), 0), "transformer_blocks")
-    check_unet_inputs(x, t, context, in_channels=params["conv_in"]["kernel"].shape[2],
+    check_unet_inputs(x, t, context, in_channels=params["conv_in"]["kernel"].shape[-2],
                       factor=2 ** (len(params["down_blocks"]) - 1),
                       cross_attention_dim=_item(block, 0)["attn2"]["to_k"]["kernel"].shape[0])
     t = jnp.broadcast_to(jnp.asarray(t), x.shape[:1])

@@ -97,7 +97,8 @@ def _part(folder: Path, name: str, dtype: str):
     return loaded.graphdef, params, loaded.kwargs
 
 
-def load_text_to_image(folder, *, dtype: str = "float32") -> TextToImage:
+def load_text_to_image(folder, *, dtype: str = "float32", winograd: bool | None = None
+                       ) -> TextToImage:
     """Loads a diffusers Stable Diffusion folder for `generate`.
 
     Args:
@@ -105,6 +106,11 @@ def load_text_to_image(folder, *, dtype: str = "float32") -> TextToImage:
         scheduler/).
       dtype: "float32" or "bfloat16": the networks' parameter and compute dtype (the latents
         and the sampler stay float32).
+      winograd: compute the UNet's and the decoder's 3x3 convolutions of up to
+        `jaxdiff.models.winograd.MAX_PIXELS` positions by Winograd's F(2x2, 3x3) (the kernels
+        are transformed once, here; 16/9 of their memory). None: on for float32 on the CPU,
+        where it makes a 256x256 generation ~15% faster; XLA's GPU and TPU convolutions are
+        faster as they are.
 
     Returns:
       TextToImage with the folder's scheduler settings (`model.sampler`, see
@@ -127,6 +133,15 @@ def load_text_to_image(folder, *, dtype: str = "float32") -> TextToImage:
     text_graphdef, text_params, _ = _part(folder, "text_encoder", dtype)
     unet_graphdef, unet_params, unet_kwargs = _part(folder, "unet", dtype)
     vae_graphdef, vae_params, vae_kwargs = _part(folder, "vae", dtype)
+    if winograd is None:
+        import jax
+
+        winograd = dtype == "float32" and jax.default_backend() == "cpu"
+    if winograd:
+        from jaxdiff.models.winograd import prepare_params
+
+        unet_params = prepare_params(unet_graphdef, unet_params)
+        vae_params = prepare_params(vae_graphdef, vae_params)
     vae_factor = 2 ** (len(vae_kwargs["block_out_channels"]) - 1)
     unet_factor = 2 ** (len(unet_kwargs["block_out_channels"]) - 1)
     if unet_kwargs["in_channels"] != vae_kwargs["latent_channels"]:
