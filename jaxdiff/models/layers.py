@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxdiff.models import winograd
 from jaxdiff.validation import InputError
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -70,8 +71,6 @@ class Conv(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        from jaxdiff.models import winograd
-
         dt = DTYPES[self.dtype]
         kernel = self.kernel[...]
         if kernel.ndim == 3:  # prepared for inference by winograd.prepare_params

@@ -109,30 +109,19 @@ def _transform_all(kernels: list) -> list:
 def prepare_params(graphdef, params: dict, *, min_channels: int | None = None) -> dict:
     """Params with the kernels of the eligible convolutions (`eligible`; min_channels None is
     MIN_CHANNELS) replaced by their Winograd-domain kernels, for inference: `Conv` then uses
-    F(2x2, 3x3) where `use_fast_path`. Other leaves are the same arrays. Training must keep the plain kernels (the gradient would be taken in
-    the Winograd domain)."""
+    F(2x2, 3x3) where `use_fast_path`. Other leaves are the same arrays; `params` itself is
+    left as it is. Training must keep the plain kernels (the gradient would be taken in the
+    Winograd domain)."""
     from flax import nnx
 
-    from jaxdiff.models.functional import merge_params
+    from jaxdiff.models.functional import merge_params, split_params
     from jaxdiff.models.layers import Conv
 
     module = merge_params(graphdef, params)
-    paths = [tuple(str(k) for k in path) for path, node in nnx.iter_graph(module)
+    convs = [node for _, node in nnx.iter_graph(module)
              if isinstance(node, Conv) and eligible(node, min_channels)]
-    del module
-    if not paths:
+    if not convs:
         return params
-    out = _copy_tree(params)
-    parents = []
-    for path in paths:
-        parent = out
-        for key in path:
-            parent = parent[key]
-        parents.append(parent)
-    for parent, kernel in zip(parents, _transform_all([p["kernel"] for p in parents])):
-        parent["kernel"] = kernel
-    return out
-
-
-def _copy_tree(tree):
-    return {k: _copy_tree(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
+    for conv, kernel in zip(convs, _transform_all([c.kernel[...] for c in convs])):
+        conv.kernel = nnx.Param(kernel)
+    return split_params(module)[1]
